@@ -1,0 +1,50 @@
+# SAF: provision and verify a Ray + MLX cluster. `make demo` then `make test` on a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export ANSIBLE_FORCE_COLOR ?= 1
+
+.PHONY: demo test unit lint lab-up lab-down lab-status site verify reset clean
+
+$(BIN)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+## demo: set up the controller, bring up the lab, run site.yml then verify.yml on it
+demo: $(BIN)/.installed lab-up site verify
+
+site: $(BIN)/.installed
+	$(BIN)/ansible-playbook site.yml
+
+verify: $(BIN)/.installed
+	$(BIN)/ansible-playbook verify.yml
+
+reset: $(BIN)/.installed
+	$(BIN)/ansible-playbook playbooks/reset.yml
+
+## test: lint, unit tests, then the lab integration tests (brings the lab up itself)
+test: $(BIN)/.installed lint lab-up
+	$(BIN)/pytest
+
+unit: $(BIN)/.installed
+	$(BIN)/pytest tests/unit
+
+lint: $(BIN)/.installed
+	$(BIN)/yamllint .
+	$(BIN)/ansible-lint
+
+lab-up:
+	$(PYTHON) lab/saflab.py up
+
+lab-down:
+	$(PYTHON) lab/saflab.py down
+
+lab-status:
+	$(PYTHON) lab/saflab.py status
+
+clean: lab-down
+	rm -rf $(VENV) reports

@@ -1,0 +1,70 @@
+"""End to end on the lab: site.yml provisions a two-node cluster, verify.yml proves work lands
+on BETA, and a second site.yml changes nothing."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from conftest import lab_host, run_playbook
+
+pytestmark = pytest.mark.lab
+NODE_ID = re.compile(r"^[0-9a-f]{56}$")
+
+
+def test_site_starts_a_head_and_a_worker(provisioned):
+    assert provisioned.recap["ALPHA"]["failed"] == 0
+    assert provisioned.recap["BETA"]["failed"] == 0
+    alpha, beta = lab_host("ALPHA"), lab_host("BETA")
+    head = alpha.process.get(comm="raylet").args
+    worker = beta.process.get(comm="raylet").args
+    assert "--node_ip_address=198.18.0.11" in head
+    assert "--node_ip_address=198.18.0.12" in worker
+    assert "--gcs-address=198.18.0.11:6380" in worker
+
+
+def test_ray_start_sets_the_macos_cluster_switch(provisioned):
+    # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER changes nothing on Linux, so check what ran: the raylet's
+    # environment on every node.
+    for name in ("ALPHA", "BETA"):
+        environ = lab_host(name).run("tr '\\0' '\\n' < /proc/$(pgrep -x raylet)/environ").stdout
+        assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1" in environ.splitlines(), name
+
+
+def test_dashboard_listens_on_loopback_only(provisioned):
+    sockets = lab_host("ALPHA").socket.get_listening_sockets()
+    dashboard = [s for s in sockets if s.endswith(":8265")]
+    assert dashboard == ["tcp://127.0.0.1:8265"]
+
+
+def test_verify_reports_the_task_ran_on_beta(verified):
+    run, report = verified
+    (beta,) = report["workers"]
+    assert beta["host"] == "BETA"
+    assert beta["executed_on"] == "BETA.local"
+    assert NODE_ID.match(beta["node_id"])
+    assert beta["node_id"] == beta["target_node_id"]
+    assert beta["passed"] is True
+    assert beta["gflops"] > 0
+    assert beta["device"].lower().startswith("device(cpu")
+    assert "BETA.local" in run.output and "PASS" in run.output
+
+
+def test_report_holds_the_parity_table(verified):
+    _, report = verified
+    assert report["parity"]["ok"] is True
+    rows = "\n".join(report["parity"]["table"])
+    assert "ALPHA" in rows and "BETA" in rows and "2.49.2" in rows and "0.29.1" in rows
+
+
+def test_second_site_run_changes_nothing(verified):
+    pids = {name: lab_host(name).process.get(comm="raylet").pid for name in ("ALPHA", "BETA")}
+
+    run = run_playbook("site.yml")
+
+    assert run.returncode == 0, str(run)
+    assert {"ALPHA", "BETA"} <= set(run.recap), str(run)
+    assert all(counts["changed"] == 0 for counts in run.recap.values()), str(run)
+    # Nothing was restarted: the same raylet process still runs on every node.
+    assert pids == {name: lab_host(name).process.get(comm="raylet").pid for name in ("ALPHA", "BETA")}
