@@ -21,6 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 LAB_INVENTORY = REPO / "inventory" / "lab"
 PLAYBOOK_TIMEOUT = 1200  # seconds; a cold site.yml downloads and installs about 100 MB of wheels
+# testinfra's ansible backend calls ansible-inventory and ansible from PATH: use this venv's.
+os.environ["PATH"] = f"{ANSIBLE_PLAYBOOK.parent}{os.pathsep}{os.environ.get('PATH', '')}"
 RECAP = re.compile(r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
                    r"\s+failed=(?P<failed>\d+)", re.M)
 
@@ -62,7 +64,8 @@ def run_playbook(*args: str, env: dict | None = None) -> PlaybookRun:
 
 def lab_host(name: str):
     """A testinfra host for a lab node, reached through the lab inventory (real SSH)."""
-    return testinfra.get_host(f"ansible://{name}?ansible_inventory={LAB_INVENTORY}")
+    # force_ansible: run through Ansible itself, which templates the inventory ({{ inventory_dir }}).
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={LAB_INVENTORY}&force_ansible=true")
 
 
 def raylet_running(name: str) -> bool:
