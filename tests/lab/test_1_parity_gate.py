@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import raylet_running, run_playbook
+from labkit import raylet_running, run_playbook
 
 pytestmark = pytest.mark.lab
 OTHER_PYTHON = "/usr/bin/python3.11"

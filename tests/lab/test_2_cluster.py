@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from conftest import lab_host, run_playbook
+from labkit import lab_host, run_playbook
 
 pytestmark = pytest.mark.lab
 NODE_ID = re.compile(r"^[0-9a-f]{56}$")
@@ -68,3 +68,18 @@ def test_second_site_run_changes_nothing(verified):
     assert all(counts["changed"] == 0 for counts in run.recap.values()), str(run)
     # Nothing was restarted: the same raylet process still runs on every node.
     assert pids == {name: lab_host(name).process.get(comm="raylet").pid for name in ("ALPHA", "BETA")}
+
+
+def test_require_gpu_fails_on_the_cpu_backend_naming_the_worker(verified):
+    run = run_playbook("verify.yml", "-e", "saf_verify_require_gpu=true")
+
+    assert run.returncode != 0, str(run)
+    assert "BETA" in run.output and "cpu" in run.output.lower(), str(run)
+    assert "FAIL" in run.output, str(run)
+
+
+def test_verify_in_check_mode_selects_beta_and_submits_nothing(verified):
+    run = run_playbook("verify.yml", "--check")
+
+    assert run.returncode == 0, str(run)
+    assert "BETA" in run.output, str(run)

@@ -127,7 +127,7 @@ def test_no_route_to_the_outside() -> None:
     probe = (
         "import errno, socket\n"
         "try:\n"
-        "    socket.create_connection(('1.1.1.1', 53), 3)\n"
+        "    socket.create_connection(('203.0.113.1', 53), 3)\n"
         "except OSError as exc:\n"
         "    print(errno.errorcode.get(exc.errno), exc.strerror)\n"
     )

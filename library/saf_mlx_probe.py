@@ -1,0 +1,436 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# SAF: Ansible provisioning of a Ray 2.49.2 + MLX 0.29.1 cluster.
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: saf_mlx_probe
+short_description: Run an MLX matmul as a Ray task pinned to one worker node and check where and how it ran
+description:
+  - Connects to the Ray cluster as a driver (run it on the Ray head node, under the cluster venv's Python),
+    selects one Alive node by its Ray node IP (O(node_address)) or by its hostname (O(expected_hostname)),
+    and runs an N x N float32 MLX matrix product there as a Ray task pinned with
+    C(NodeAffinitySchedulingStrategy) with C(soft=False) and C(num_cpus=1).
+  - The task times O(iterations) products (each with C(mx.eval) inside the timed region, after one untimed
+    warm-up), reports GFLOPS from the median time, and checks O(sample) entries of the product against a
+    float64 reference with the rigorous float32 dot-product error bound gamma_n = n*u/(1-n*u), u = 2**-24
+    (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., section 3.1, eq. (3.5)).
+  - Fails unless the node ID seen inside the task equals the target's, the hostname the task reports matches
+    O(expected_hostname) (compared short and case-insensitively, so C(BETA.local) matches C(beta)), the
+    product check passes, and, with O(require_gpu=true), MLX's default device is the GPU.
+  - Dead entries that Ray keeps for a restarted node (same address and hostname, old node ID) are never chosen.
+    Two Alive entries at one address (a node restarted moments ago) fail as ambiguous; run M(saf_ray_membership)
+    first, it waits until one remains.
+  - The module never changes anything (RV(ignore:changed) is always false).
+version_added: "1.0.0"
+author:
+  - SAF maintainers
+requirements:
+  - ray == 2.49.2 on the host running the module (the Ray head node)
+  - mlx == 0.29.1 on the target node (imported inside the Ray task only)
+attributes:
+  check_mode:
+    support: full
+    details: In check mode the module connects and selects the target node, and returns it without submitting work.
+  diff_mode:
+    support: none
+options:
+  gcs_address:
+    description:
+      - Address of the Ray GCS on the head node, as V(host:port) (e.g. V(192.0.2.1:6379)).
+      - Never V(auto); the module does not guess the cluster.
+    type: str
+    required: true
+  driver_node_ip:
+    description:
+      - IP address of the node the module runs on, as the Ray node was started with (C(ray start --node-ip-address)).
+      - Passed to C(ray.init) as C(_node_ip_address); must be an address of this host.
+    type: str
+    required: true
+  expected_hostname:
+    description:
+      - Hostname the worker node should report (C(socket.gethostname) inside the task), e.g. V(BETA.local).
+      - Compared after normalisation (lower case, first label only, trailing dot dropped).
+      - Used to select the target node when O(node_address) is not given.
+    type: str
+    required: true
+  node_address:
+    description:
+      - Select the target node by its Ray node IP (C(NodeManagerAddress) in C(ray.nodes)).
+      - When omitted, the target is the single Alive node whose hostname matches O(expected_hostname).
+    type: str
+  host:
+    description:
+      - Inventory name of the target node, used in messages and in RV(host).
+      - Defaults to O(expected_hostname).
+    type: str
+  matrix_size:
+    description:
+      - N of the N x N float32 matrices multiplied.
+    type: int
+    default: 1024
+  iterations:
+    description:
+      - Number of timed products (at least 1). The reported time is their median.
+    type: int
+    default: 5
+  sample:
+    description:
+      - Number of product entries checked against the float64 reference (at least 1).
+    type: int
+    default: 16
+  timeout:
+    description:
+      - Overall time limit in seconds, covering connection, scheduling and the run.
+      - When the task has no result in time it is force-cancelled and the module fails.
+    type: float
+    default: 120
+  require_gpu:
+    description:
+      - Fail unless MLX's default device inside the task is the GPU.
+      - Set it on the Mac Studios; the Linux lab's MLX runs on the CPU backend.
+    type: bool
+    default: false
+notes:
+  - Ray 2.49.2 takes about 0.3 s to import, then 0.03-0.05 s for C(ray.init) to connect (measured on a Linux test host).
+  - The module checks that the GCS port accepts TCP connections before C(ray.init), because Ray's own client
+    retries for minutes against a down head node.
+  - The task function is shipped by value (C(ray.cloudpickle.register_pickle_by_value)), because the worker
+    node cannot import the module_utils packed in this module's AnsiballZ payload.
+seealso:
+  - name: Ray NodeAffinitySchedulingStrategy
+    description: Pinning a task to a node; with soft=False a task waits indefinitely while the node is busy.
+    link: https://docs.ray.io/en/latest/ray-core/api/doc/ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy.html
+"""
+
+EXAMPLES = r"""
+- name: Check that BETA runs MLX on its GPU as a Ray task
+  saf_mlx_probe:
+    gcs_address: "{{ ray_head_ip }}:6379"
+    driver_node_ip: "{{ ray_head_ip }}"
+    expected_hostname: BETA.local
+    node_address: "{{ hostvars['beta'].ray_node_ip }}"
+    host: beta
+    require_gpu: true
+  register: beta_probe
+
+- name: Show the throughput
+  ansible.builtin.debug:
+    msg: "{{ beta_probe.host }}: {{ beta_probe.gflops | round(1) }} GFLOPS on {{ beta_probe.device }}"
+
+- name: Lab (MLX CPU backend), select the worker by hostname, small matrices
+  saf_mlx_probe:
+    gcs_address: 198.51.100.1:6379
+    driver_node_ip: 198.51.100.1
+    expected_hostname: beta
+    matrix_size: 256
+    timeout: 60
+"""
+
+RETURN = r"""
+host:
+  description: Inventory name of the target node (O(host), or O(expected_hostname)).
+  returned: always
+  type: str
+  sample: beta
+expected_hostname:
+  description: The O(expected_hostname) given.
+  returned: always
+  type: str
+  sample: BETA.local
+target_node_id:
+  description: Ray node ID (56 lowercase hex characters) of the Alive node the task was pinned to.
+  returned: when a target node was selected
+  type: str
+  sample: 3c783e1b09f5a4b1f0c2e9d8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2
+node_address:
+  description: Ray node IP (C(NodeManagerAddress)) of the target node.
+  returned: when a target node was selected
+  type: str
+  sample: 192.0.2.2
+target_hostname:
+  description: Hostname Ray records for the target node (C(NodeManagerHostname)), raw.
+  returned: when a target node was selected
+  type: str
+  sample: BETA.local
+alive_nodes:
+  description: All Alive Ray nodes when the target was selected.
+  returned: when connected
+  type: list
+  elements: dict
+  contains:
+    node_id:
+      description: Ray node ID.
+      type: str
+    address:
+      description: Ray node IP.
+      type: str
+    hostname:
+      description: Hostname recorded by Ray.
+      type: str
+    alive:
+      description: Always true here.
+      type: bool
+    is_head:
+      description: Whether this is the head node.
+      type: bool
+    resources:
+      description: Total logical resources of the node (C(CPU), C(GPU), C(memory) in bytes, ...).
+      type: dict
+connect_seconds:
+  description: Seconds taken to connect the driver (TCP check of the GCS plus C(ray.init)).
+  returned: when connected
+  type: float
+  sample: 0.45
+executed_on:
+  description: Hostname reported inside the task (C(socket.gethostname) on the node that ran it), raw.
+  returned: when the task ran
+  type: str
+  sample: BETA.local
+node_id:
+  description: Ray node ID seen inside the task (C(ray.get_runtime_context) C(.get_node_id)).
+  returned: when the task ran
+  type: str
+  sample: 3c783e1b09f5a4b1f0c2e9d8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2
+device:
+  description: MLX default device inside the task, as C(str) of C(mx.default_device).
+  returned: when the task ran
+  type: str
+  sample: Device(gpu, 0)
+device_kind:
+  description: Short kind of RV(device).
+  returned: when the task ran
+  type: str
+  sample: gpu
+versions:
+  description: Versions inside the task.
+  returned: when the task ran
+  type: dict
+  contains:
+    python:
+      description: C(platform.python_version).
+      type: str
+      sample: 3.9.18
+    ray:
+      description: C(ray.__version__).
+      type: str
+      sample: 2.49.2
+    mlx:
+      description: C(mx.__version__).
+      type: str
+      sample: 0.29.1
+matrix_size:
+  description: N of the N x N float32 matrices.
+  returned: when the task ran
+  type: int
+  sample: 1024
+iterations:
+  description: Number of timed products.
+  returned: when the task ran
+  type: int
+  sample: 5
+seconds:
+  description: Wall time of each timed product, in seconds (C(time.perf_counter) around C(a @ b) and C(mx.eval)).
+  returned: when the task ran
+  type: list
+  elements: float
+  sample: [0.0101, 0.0099, 0.0100, 0.0102, 0.0100]
+median_seconds:
+  description: Median of RV(seconds), in seconds.
+  returned: when the task ran
+  type: float
+  sample: 0.01
+gflops:
+  description: Throughput from the median, in GFLOPS, = 2 * N**3 / median_seconds / 1e9.
+  returned: when the task ran
+  type: float
+  sample: 214.7483648
+checked_entries:
+  description: Number of product entries checked against the float64 reference.
+  returned: when the task ran
+  type: int
+  sample: 16
+max_abs_error:
+  description: Largest |c_ij - ref_ij| over the checked entries (ref in float64 with math.fsum).
+  returned: when the task ran
+  type: float
+  sample: 1.1e-05
+error_bound:
+  description:
+    - Bound gamma_n * sum_k |a_ik*b_kj| of the checked entry closest to (or furthest over) its bound.
+  returned: when the task ran
+  type: float
+  sample: 0.0024
+max_error_ratio:
+  description: Largest abs error / bound over the checked entries; the check passes when it is at most 1.
+  returned: when the task ran
+  type: float
+  sample: 0.0046
+passed:
+  description: Whether every check passed (node ID, hostname, product, GPU when required).
+  returned: when the task ran
+  type: bool
+  sample: true
+"""
+
+import time
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.saf_ray import (
+    AmbiguousTarget,
+    ConnectError,
+    SafRayError,
+    TargetNotFound,
+    TaskFailed,
+    TaskTimeout,
+    check_probe_report,
+    connect,
+    import_ray,
+    stdout_to_stderr,
+    mlx_matmul_task,
+    node_summary,
+    alive_nodes,
+    select_target,
+    validate_node_id,
+)
+
+#: Seed of the MLX PRNG key the matrices are drawn from (results are reproducible per node).
+PROBE_SEED = 20250929
+
+ARGUMENT_SPEC = dict(
+    gcs_address=dict(type='str', required=True),
+    driver_node_ip=dict(type='str', required=True),
+    expected_hostname=dict(type='str', required=True),
+    node_address=dict(type='str'),
+    host=dict(type='str'),
+    matrix_size=dict(type='int', default=1024),
+    iterations=dict(type='int', default=5),
+    sample=dict(type='int', default=16),
+    timeout=dict(type='float', default=120),
+    require_gpu=dict(type='bool', default=False),
+)
+
+
+def _check_params(params, host):
+    """Return a failure message for out-of-range options, or None."""
+    for name, low in (('matrix_size', 1), ('iterations', 1), ('sample', 1)):
+        if params[name] < low:
+            return '%s: %s must be >= %d, got %d' % (host, name, low, params[name])
+    if not params['timeout'] > 0:
+        return '%s: timeout must be > 0 seconds, got %s' % (host, params['timeout'])
+    return None
+
+
+def run_probe(module):
+    """Do the work; return ``(error_message_or_None, result_dict)``. Always disconnects."""
+    params = module.params
+    host = params['host'] or params['expected_hostname']
+    result = dict(changed=False, host=host, expected_hostname=params['expected_hostname'])
+
+    problem = _check_params(params, host)
+    if problem:
+        return problem, result
+
+    try:
+        import_ray()
+    except ImportError:
+        result['exception'] = traceback.format_exc()
+        return '%s: %s' % (host, missing_required_lib('ray')), result
+
+    timeout = params['timeout']
+    deadline = time.monotonic() + timeout
+    cluster = None
+    try:
+        try:
+            cluster = connect(params['gcs_address'], params['driver_node_ip'], timeout)
+        except (ConnectError, ValueError) as exc:
+            return ('%s: cannot connect to the Ray cluster at %s as a driver on %s: %s'
+                    % (host, params['gcs_address'], params['driver_node_ip'], exc)), result
+        result['connect_seconds'] = cluster.connect_seconds
+
+        nodes = cluster.nodes()
+        result['alive_nodes'] = [node_summary(node) for node in alive_nodes(nodes)]
+        try:
+            if params['node_address']:
+                target = select_target(nodes, address=params['node_address'])
+            else:
+                target = select_target(nodes, hostname=params['expected_hostname'])
+            target_id = validate_node_id(target.get('NodeID'))
+        except (TargetNotFound, AmbiguousTarget, ValueError) as exc:
+            return '%s: cannot choose the Ray node to probe: %s' % (host, exc), result
+        result.update(
+            target_node_id=target_id,
+            node_address=target.get('NodeManagerAddress'),
+            target_hostname=target.get('NodeManagerHostname'),
+        )
+
+        if module.check_mode:
+            result['msg'] = ('%s: check mode: selected Ray node %s (%s); no task submitted'
+                             % (host, target_id, result['node_address']))
+            return None, result
+
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return ('%s: no time left to run the task after connecting (timeout %g s)'
+                    % (host, timeout)), result
+        args = (params['matrix_size'], params['iterations'], params['sample'], PROBE_SEED)
+        try:
+            report = cluster.run_pinned(mlx_matmul_task, target_id, args, timeout=remaining, num_cpus=1)
+        except TaskTimeout:
+            available = cluster.available_resources(target_id)
+            if available is None:
+                free = 'unknown'
+            else:
+                # Ray leaves a resource out of the per-node map when none of it is free.
+                free = 'CPU %g of %g; all available: %s' % (
+                    available.get('CPU', 0.0), (target.get('Resources') or {}).get('CPU', 0.0), available)
+            return ('%s: the MLX probe task did not finish within %g s on Ray node %s (%s): either the node '
+                    'had no free resources for num_cpus=1 (available there: %s) or the %dx%d matmul ran '
+                    'longer than the timeout; the task was cancelled'
+                    % (host, timeout, target_id, result['node_address'], free,
+                       params['matrix_size'], params['matrix_size'])), result
+        except (TaskFailed, SafRayError, ValueError) as exc:
+            return ('%s: the MLX probe task on Ray node %s (%s) failed: %s'
+                    % (host, target_id, result['node_address'], exc)), result
+
+        result.update(
+            executed_on=report.get('hostname'),
+            node_id=report.get('node_id'),
+            device=report.get('device'),
+            device_kind=report.get('device_kind'),
+            versions=report.get('versions'),
+            matrix_size=report.get('matrix_size'),
+            iterations=report.get('iterations'),
+            seconds=report.get('seconds'),
+            median_seconds=report.get('median_seconds'),
+            gflops=report.get('gflops'),
+            checked_entries=report.get('checked'),
+            max_abs_error=report.get('max_abs_error'),
+            error_bound=report.get('error_bound'),
+            max_error_ratio=report.get('max_error_ratio'),
+        )
+        problems = check_probe_report(report, target_id, params['expected_hostname'], params['require_gpu'])
+        result['passed'] = not problems
+        if problems:
+            return '%s: MLX probe failed: %s' % (host, '; '.join(problems)), result
+        return None, result
+    finally:
+        if cluster is not None:
+            cluster.shutdown()
+
+
+def main():
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    with stdout_to_stderr():  # Ray prints cluster errors to stdout; keep it for the JSON result
+        error, result = run_probe(module)
+    if error:
+        module.fail_json(msg=error, **result)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

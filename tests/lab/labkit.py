@@ -1,0 +1,100 @@
+"""Fixtures for the lab integration tests: run playbooks against the lab over real SSH.
+
+The lab (lab/saflab.py) must be up; `make test` brings it up first. Every playbook run has a
+timeout, and its whole output is printed when an assertion about it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import testinfra
+
+REPO = Path(__file__).resolve().parents[2]
+ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
+LAB_INVENTORY = REPO / "inventory" / "lab"
+PLAYBOOK_TIMEOUT = 1200  # seconds; a cold site.yml downloads and installs about 100 MB of wheels
+# testinfra's ansible backend calls ansible-inventory and ansible from PATH: use this venv's.
+os.environ["PATH"] = f"{ANSIBLE_PLAYBOOK.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+RECAP = re.compile(r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
+                   r"\s+failed=(?P<failed>\d+)", re.M)
+
+
+@dataclass
+class PlaybookRun:
+    """The outcome of one ansible-playbook run."""
+
+    args: list
+    returncode: int
+    output: str
+
+    @property
+    def recap(self) -> dict:
+        """PLAY RECAP counts per host: ``{host: {'ok': int, 'changed': int, ...}}``."""
+        return {
+            m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host"}
+            for m in RECAP.finditer(self.output)
+        }
+
+    def __str__(self) -> str:
+        return f"ansible-playbook {' '.join(self.args)} -> rc={self.returncode}\n{self.output}"
+
+
+def run_playbook(*args: str, env: dict | None = None) -> PlaybookRun:
+    """Run ansible-playbook from the repo root with ``args``; never longer than PLAYBOOK_TIMEOUT."""
+    full_env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", **(env or {}))
+    proc = subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), *args], cwd=REPO, env=full_env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=PLAYBOOK_TIMEOUT, check=False,
+    )
+    run = PlaybookRun(list(args), proc.returncode, proc.stdout)
+    # Keep the output on disk too: CI prints the tail of the newest one on failure.
+    log_dir = REPO / "reports" / "test-runs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    (log_dir / f"{len(list(log_dir.iterdir())):03d}-{Path(args[-1]).stem}.log").write_text(str(run))
+    return run
+
+
+def lab_host(name: str):
+    """A testinfra host for a lab node, reached through the lab inventory (real SSH)."""
+    # force_ansible: run through Ansible itself, which templates the inventory ({{ inventory_dir }}).
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={LAB_INVENTORY}&force_ansible=true")
+
+
+def raylet_running(name: str) -> bool:
+    """Whether a raylet process runs on lab node ``name`` (its own PID namespace)."""
+    return lab_host(name).run("pgrep -x raylet").rc == 0
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """Check the lab answers; `make test` brings it up, this only refuses to run without it."""
+    proc = subprocess.run([sys.executable, str(REPO / "lab" / "saflab.py"), "status"], text=True,
+                          capture_output=True, timeout=120, check=False)
+    if proc.returncode != 0:
+        pytest.fail(f"the lab is not up (run `make lab-up`):\n{proc.stdout}{proc.stderr}")
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def provisioned(lab):
+    """A provisioned, running cluster: the first site.yml run of the session."""
+    run = run_playbook("site.yml")
+    assert run.returncode == 0, str(run)
+    return run
+
+
+@pytest.fixture(scope="session")
+def verified(provisioned):
+    """The first verify.yml run after provisioning, and the JSON report it wrote."""
+    run = run_playbook("verify.yml")
+    report_path = REPO / "reports" / "verify.json"
+    assert run.returncode == 0, str(run)
+    return run, json.loads(report_path.read_text())

@@ -1,0 +1,87 @@
+# -*- coding: utf-8 -*-
+"""Test double for ``saf_ray.RayCluster``: a scripted Ray cluster with no Ray behind it.
+
+:class:`FakeRayCluster` has the methods the modules use (``nodes``,
+``run_pinned``, ``available_resources``, ``shutdown``, ``connect_seconds``) and
+records what was asked of it, so tests can assert e.g. that check mode
+submitted nothing and that the driver always disconnected.
+"""
+
+from __future__ import annotations
+
+import copy
+
+
+def node_id(seed):
+    """A well-formed 56-hex-character Ray node ID built from a short hex seed."""
+    return (seed * 56)[:56]
+
+
+def make_node(node_id, address, hostname, alive=True, cpu=1.0, head=False):
+    """One ``ray.nodes()`` entry shaped like Ray 2.49.2's (dead entries have no resources)."""
+    resources = {}
+    if alive:
+        resources = {'CPU': cpu, 'memory': 8.0e9, 'object_store_memory': 2.0e9,
+                     'node:%s' % address: 1.0}
+        if head:
+            resources['node:__internal_head__'] = 1.0
+    return {
+        'NodeID': node_id,
+        'Alive': alive,
+        'alive': alive,
+        'NodeManagerAddress': address,
+        'NodeManagerHostname': hostname,
+        'NodeManagerPort': 44383,
+        'ObjectManagerPort': 35165,
+        'NodeName': address,
+        'DeathReason': 0 if alive else 2,
+        'DeathReasonMessage': '' if alive else 'health check failed due to missing too many heartbeats',
+        'Resources': resources,
+        'Labels': {'ray.io/node-id': node_id},
+    }
+
+
+class FakeRayCluster(object):
+    """Scripted stand-in for a connected ``saf_ray.RayCluster`` (TEST DOUBLE, no Ray).
+
+    :param nodes: ``ray.nodes()`` output, or a list of such outputs returned
+        one per call (the last one repeats).
+    :param report: dict returned by ``run_pinned`` (the task result), or a
+        callable ``report(node_id) -> dict``.
+    :param error: exception instance raised by ``run_pinned`` instead.
+    :param available: what ``available_resources`` returns.
+    """
+
+    connect_seconds = 0.01
+
+    def __init__(self, nodes, report=None, error=None, available=None):
+        if nodes and isinstance(nodes[0], list):
+            self._snapshots = list(nodes)
+        else:
+            self._snapshots = [nodes]
+        self.report = report
+        self.error = error
+        self.available = available
+        self.submitted = []
+        self.nodes_calls = 0
+        self.shutdown_calls = 0
+
+    def nodes(self):
+        index = min(self.nodes_calls, len(self._snapshots) - 1)
+        self.nodes_calls += 1
+        return copy.deepcopy(self._snapshots[index])
+
+    def run_pinned(self, func, node_id, args=(), timeout=60.0, num_cpus=1):
+        self.submitted.append({'func': func, 'node_id': node_id, 'args': tuple(args),
+                               'timeout': timeout, 'num_cpus': num_cpus})
+        if self.error is not None:
+            raise self.error
+        if callable(self.report):
+            return self.report(node_id)
+        return copy.deepcopy(self.report)
+
+    def available_resources(self, node_id):
+        return self.available
+
+    def shutdown(self):
+        self.shutdown_calls += 1

@@ -1,0 +1,75 @@
+# -*- coding: utf-8 -*-
+"""DOCUMENTATION / EXAMPLES / RETURN of the SAF modules agree with their argument_spec, and stay Python 3.9."""
+
+from __future__ import annotations
+
+import ast
+import os
+
+import pytest
+import yaml
+
+import saf_mlx_probe
+import saf_ray_membership
+
+MODULES = [saf_mlx_probe, saf_ray_membership]
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LIBRARY_DIR = os.path.join(REPO_ROOT, 'library')
+MODULE_UTILS_DIR = os.path.join(REPO_ROOT, 'module_utils')
+
+
+def compare_options(doc_options, spec, where):
+    """Assert that documented options and an argument_spec (or suboption spec) describe the same keys."""
+    assert set(doc_options) == set(spec), '%s: documented %s, argument_spec %s' % (
+        where, sorted(doc_options), sorted(spec))
+    for name, entry in spec.items():
+        doc = doc_options[name]
+        path = '%s.%s' % (where, name)
+        assert doc.get('description'), '%s has no description' % path
+        assert doc.get('type', 'str') == entry.get('type', 'str'), path
+        assert bool(doc.get('required', False)) == bool(entry.get('required', False)), path
+        assert doc.get('default') == entry.get('default'), path
+        assert doc.get('elements') == entry.get('elements'), path
+        assert doc.get('choices') == entry.get('choices'), path
+        if entry.get('options') or doc.get('suboptions'):
+            compare_options(doc.get('suboptions') or {}, entry.get('options') or {}, path)
+
+
+@pytest.mark.parametrize('module', MODULES, ids=lambda m: m.__name__)
+def test_documentation_matches_argument_spec(module):
+    doc = yaml.safe_load(module.DOCUMENTATION)
+    assert doc['module'] == module.__name__
+    assert doc['short_description']
+    compare_options(doc['options'], module.ARGUMENT_SPEC, module.__name__)
+    assert doc['attributes']['check_mode']['support'] == 'full'
+
+
+@pytest.mark.parametrize('module', MODULES, ids=lambda m: m.__name__)
+def test_examples_and_return_parse(module):
+    examples = yaml.safe_load(module.EXAMPLES)
+    assert isinstance(examples, list) and examples
+    for task in examples:
+        assert module.__name__ in task or any(k.endswith('.' + module.__name__) for k in task) \
+            or 'ansible.builtin.debug' in task or 'ansible.builtin.command' in task
+        if module.__name__ in task:
+            assert set(task[module.__name__]) <= set(module.ARGUMENT_SPEC)
+    returned = yaml.safe_load(module.RETURN)
+    for key, entry in returned.items():
+        assert entry.get('description'), key
+        assert entry.get('type'), key
+        assert entry.get('returned'), key
+
+
+@pytest.mark.parametrize('path', [
+    os.path.join(MODULE_UTILS_DIR, 'saf_ray.py'),
+    os.path.join(LIBRARY_DIR, 'saf_mlx_probe.py'),
+    os.path.join(LIBRARY_DIR, 'saf_ray_membership.py'),
+])
+def test_sources_parse_as_python_3_9(path):
+    """The head node runs these under Python 3.9: no match statements, no 3.10+ syntax."""
+    with open(path) as handle:
+        source = handle.read()
+    tree = ast.parse(source, filename=path, feature_version=(3, 9))
+    assert not any(isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr)
+                   and isinstance(node.left, ast.Name) and node.left.id in ('str', 'int', 'float', 'None')
+                   for node in ast.walk(tree)), 'X | Y type unions need Python 3.10'

@@ -1,0 +1,295 @@
+# -*- coding: utf-8 -*-
+"""Module tests of library/saf_mlx_probe.py with a fake cluster (no Ray on the controller)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+import saf_mlx_probe
+from ansible.module_utils import saf_ray
+from ansible.module_utils.saf_ray import ConnectError, TaskFailed, TaskTimeout
+
+from fake_ray_cluster import FakeRayCluster, make_node, node_id
+from module_harness import AnsibleExitJson, AnsibleFailJson, patch_exit_fail, set_module_args  # noqa: F401
+
+ALPHA_ID = node_id('a1')
+BETA_OLD_ID = node_id('b0')
+BETA_ID = node_id('b1')
+GAMMA_ID = node_id('c1')
+
+BASE_ARGS = {
+    'gcs_address': '192.0.2.1:6379',
+    'driver_node_ip': '192.0.2.1',
+    'expected_hostname': 'BETA.local',
+    'host': 'beta',
+}
+
+
+def cluster_nodes():
+    """ALPHA (head node) and BETA (worker node) after a BETA restart: a dead BETA entry is still listed."""
+    return [
+        make_node(ALPHA_ID, '192.0.2.1', 'ALPHA.local', cpu=4.0, head=True),
+        make_node(BETA_OLD_ID, '192.0.2.2', 'BETA.local', alive=False),
+        make_node(BETA_ID, '192.0.2.2', 'BETA.local', cpu=4.0),
+    ]
+
+
+def task_report(**overrides):
+    """What saf_ray.mlx_matmul_task returns on BETA's GPU."""
+    report = {
+        'hostname': 'BETA.local',
+        'node_id': BETA_ID,
+        'device': 'Device(gpu, 0)',
+        'device_kind': 'gpu',
+        'versions': {'python': '3.9.18', 'ray': '2.49.2', 'mlx': '0.29.1'},
+        'matrix_size': 1024,
+        'iterations': 5,
+        'seconds': [0.0101, 0.0100, 0.0100, 0.0099, 0.0102],
+        'median_seconds': 0.01,
+        'gflops': 214.7483648,
+        'checked': 16,
+        'max_abs_error': 1.2e-5,
+        'error_bound': 2.0e-3,
+        'gamma_n': 6.103888e-05,
+        'max_error_ratio': 0.006,
+        'failed_entries': 0,
+        'bad_entries': [],
+        'product_ok': True,
+    }
+    report.update(overrides)
+    return report
+
+
+@pytest.fixture
+def fake_cluster(monkeypatch, patch_exit_fail):
+    """Patch connect() to hand out a FakeRayCluster (TEST DOUBLE); return a setter and the connect calls."""
+    state = {'cluster': FakeRayCluster(cluster_nodes(), report=task_report()), 'connects': []}
+
+    def fake_connect(gcs_address, driver_node_ip, timeout):
+        state['connects'].append((gcs_address, driver_node_ip, timeout))
+        return state['cluster']
+
+    monkeypatch.setattr(saf_mlx_probe, 'connect', fake_connect)
+    monkeypatch.setattr(saf_mlx_probe, 'import_ray', lambda: object())
+    return state
+
+
+def run(args):
+    """Run the module's main(); return (failed, result)."""
+    with set_module_args(dict(BASE_ARGS, **args)):
+        with pytest.raises((AnsibleExitJson, AnsibleFailJson)) as excinfo:
+            saf_mlx_probe.main()
+    return excinfo.type is AnsibleFailJson, excinfo.value.args[0]
+
+
+def test_success_returns_passed_and_fields(fake_cluster):
+    failed, result = run({'require_gpu': True})
+    assert failed is False
+    assert result['changed'] is False
+    assert result['passed'] is True
+    assert result['host'] == 'beta'
+    assert result['expected_hostname'] == 'BETA.local'
+    assert result['executed_on'] == 'BETA.local'
+    assert result['node_id'] == result['target_node_id'] == BETA_ID
+    assert result['node_address'] == '192.0.2.2'
+    assert result['device'] == 'Device(gpu, 0)' and result['device_kind'] == 'gpu'
+    assert result['versions'] == {'python': '3.9.18', 'ray': '2.49.2', 'mlx': '0.29.1'}
+    assert result['matrix_size'] == 1024 and result['iterations'] == 5
+    assert result['seconds'] == [0.0101, 0.0100, 0.0100, 0.0099, 0.0102]
+    assert result['median_seconds'] == 0.01
+    assert result['gflops'] == 214.7483648
+    assert result['max_abs_error'] == 1.2e-5 and result['error_bound'] == 2.0e-3
+    assert [n['node_id'] for n in result['alive_nodes']] == [ALPHA_ID, BETA_ID]
+    cluster = fake_cluster['cluster']
+    assert len(cluster.submitted) == 1
+    submitted = cluster.submitted[0]
+    assert submitted['func'] is saf_ray.mlx_matmul_task
+    assert submitted['node_id'] == BETA_ID  # the Alive entry, not the dead one
+    assert submitted['num_cpus'] == 1
+    assert submitted['args'][:3] == (1024, 5, 16)
+    assert 0 < submitted['timeout'] <= 120
+    assert cluster.shutdown_calls == 1
+    assert fake_cluster['connects'] == [('192.0.2.1:6379', '192.0.2.1', 120.0)]
+
+
+def test_success_result_keys_are_documented(fake_cluster):
+    failed, result = run({})
+    assert failed is False
+    documented = set(yaml.safe_load(saf_mlx_probe.RETURN))
+    assert set(result) - {'changed', 'invocation'} <= documented
+
+
+def test_select_by_node_address(fake_cluster):
+    failed, result = run({'node_address': '192.0.2.2', 'expected_hostname': 'beta'})
+    assert failed is False
+    assert fake_cluster['cluster'].submitted[0]['node_id'] == BETA_ID
+
+
+def test_options_are_passed_to_the_task(fake_cluster):
+    failed, result = run({'matrix_size': 256, 'iterations': 3, 'sample': 4, 'timeout': 30})
+    assert failed is False
+    submitted = fake_cluster['cluster'].submitted[0]
+    assert submitted['args'][:3] == (256, 3, 4)
+    assert submitted['timeout'] <= 30
+
+
+def test_mismatched_node_id_fails(fake_cluster):
+    fake_cluster['cluster'].report = task_report(node_id=GAMMA_ID)
+    failed, result = run({})
+    assert failed is True
+    assert result['msg'].startswith('beta: ')
+    assert GAMMA_ID in result['msg'] and BETA_ID in result['msg']
+    assert result['passed'] is False
+    assert fake_cluster['cluster'].shutdown_calls == 1
+
+
+def test_mismatched_hostname_fails_naming_both(fake_cluster):
+    fake_cluster['cluster'].report = task_report(hostname='gamma.local')
+    failed, result = run({})
+    assert failed is True
+    assert result['msg'].startswith('beta: ')
+    assert "'gamma.local'" in result['msg'] and "'BETA.local'" in result['msg']
+    assert result['executed_on'] == 'gamma.local'
+    assert result['passed'] is False
+
+
+def test_hostname_matches_after_normalisation(fake_cluster):
+    fake_cluster['cluster'].report = task_report(hostname='beta')
+    failed, result = run({'expected_hostname': 'BETA.local'})
+    assert failed is False
+    assert result['executed_on'] == 'beta'
+
+
+def test_gpu_required_but_cpu_fails(fake_cluster):
+    fake_cluster['cluster'].report = task_report(device='Device(cpu, 0)', device_kind='cpu')
+    failed, result = run({'require_gpu': True})
+    assert failed is True
+    assert result['msg'].startswith('beta: ')
+    assert 'Device(cpu, 0)' in result['msg'] and 'require_gpu' in result['msg']
+
+
+def test_cpu_is_fine_when_gpu_not_required(fake_cluster):
+    fake_cluster['cluster'].report = task_report(device='Device(cpu, 0)', device_kind='cpu')
+    failed, result = run({})
+    assert failed is False
+    assert result['passed'] is True and result['device_kind'] == 'cpu'
+
+
+def test_wrong_product_fails(fake_cluster):
+    fake_cluster['cluster'].report = task_report(product_ok=False, failed_entries=3, max_abs_error=1.0)
+    failed, result = run({})
+    assert failed is True
+    assert 'failed its check' in result['msg'] and '3 of 16' in result['msg']
+
+
+def test_check_mode_selects_target_and_submits_nothing(fake_cluster):
+    failed, result = run({'_ansible_check_mode': True})
+    assert failed is False
+    assert result['changed'] is False
+    assert result['target_node_id'] == BETA_ID
+    assert result['node_address'] == '192.0.2.2'
+    assert 'passed' not in result and 'gflops' not in result
+    assert fake_cluster['cluster'].submitted == []
+    assert fake_cluster['cluster'].shutdown_calls == 1
+
+
+def test_check_mode_still_fails_when_target_missing(fake_cluster):
+    failed, result = run({'_ansible_check_mode': True, 'expected_hostname': 'delta.local', 'host': 'delta'})
+    assert failed is True
+    assert result['msg'].startswith('delta: ')
+    assert fake_cluster['cluster'].submitted == []
+
+
+def test_target_only_dead_fails_listing_live_nodes(fake_cluster):
+    nodes = cluster_nodes()
+    del nodes[2]  # only BETA's dead entry is left
+    fake_cluster['cluster'] = FakeRayCluster(nodes, report=task_report())
+    failed, result = run({})
+    assert failed is True
+    assert result['msg'].startswith('beta: ')
+    assert '192.0.2.1 ALPHA.local %s' % ALPHA_ID in result['msg']
+    assert fake_cluster['cluster'].submitted == []
+
+
+def test_malformed_node_id_is_never_submitted(fake_cluster):
+    nodes = [make_node('BAD', '192.0.2.2', 'BETA.local')]
+    fake_cluster['cluster'] = FakeRayCluster(nodes, report=task_report())
+    failed, result = run({})
+    assert failed is True
+    assert "'BAD'" in result['msg']
+    assert fake_cluster['cluster'].submitted == []
+
+
+def test_timeout_fails_with_resources(fake_cluster):
+    cluster = FakeRayCluster(cluster_nodes(), error=TaskTimeout('late'), available={'memory': 1.0e9})
+    fake_cluster['cluster'] = cluster
+    failed, result = run({'timeout': 5})
+    assert failed is True
+    assert result['msg'].startswith('beta: ')
+    assert 'did not finish within 5 s' in result['msg']
+    assert 'CPU 0 of 4' in result['msg'] and "{'memory': 1000000000.0}" in result['msg']
+    assert cluster.shutdown_calls == 1
+
+
+def test_task_failure_fails(fake_cluster):
+    fake_cluster['cluster'] = FakeRayCluster(cluster_nodes(), error=TaskFailed('ModuleNotFoundError: mlx'))
+    failed, result = run({})
+    assert failed is True
+    assert result['msg'].startswith('beta: ') and 'ModuleNotFoundError: mlx' in result['msg']
+
+
+def test_connect_error_names_host(fake_cluster, monkeypatch):
+    def refuse(gcs_address, driver_node_ip, timeout):
+        raise ConnectError('Ray GCS at 192.0.2.1:6379 is not reachable over TCP after 3.0 s')
+
+    monkeypatch.setattr(saf_mlx_probe, 'connect', refuse)
+    failed, result = run({'timeout': 3})
+    assert failed is True
+    assert result['msg'].startswith('beta: cannot connect')
+    assert '192.0.2.1:6379' in result['msg']
+
+
+def test_missing_ray(fake_cluster, monkeypatch):
+    def no_ray():
+        raise ImportError('No module named ray')
+
+    monkeypatch.setattr(saf_mlx_probe, 'import_ray', no_ray)
+    failed, result = run({})
+    assert failed is True
+    assert 'Failed to import the required Python library (ray)' in result['msg']
+    assert result['msg'].startswith('beta: ')
+    assert fake_cluster['connects'] == []
+
+
+@pytest.mark.parametrize('args, fragment', [
+    ({'iterations': 0}, 'iterations must be >= 1, got 0'),
+    ({'matrix_size': 0}, 'matrix_size must be >= 1, got 0'),
+    ({'sample': 0}, 'sample must be >= 1, got 0'),
+    ({'timeout': 0}, 'timeout must be > 0'),
+])
+def test_bad_option_values(fake_cluster, args, fragment):
+    failed, result = run(args)
+    assert failed is True
+    assert fragment in result['msg'] and result['msg'].startswith('beta: ')
+    assert fake_cluster['connects'] == []
+
+
+def test_host_defaults_to_expected_hostname(fake_cluster):
+    args = dict(BASE_ARGS)
+    del args['host']
+    with set_module_args(args):
+        with pytest.raises(AnsibleExitJson) as excinfo:
+            saf_mlx_probe.main()
+    result = excinfo.value.args[0]
+    assert result['host'] == 'BETA.local'
+
+
+def test_required_options(patch_exit_fail):
+    with set_module_args({}):
+        with pytest.raises(AnsibleFailJson) as excinfo:
+            saf_mlx_probe.main()
+    result = excinfo.value.args[0]
+    assert 'missing required arguments' in result['msg']
+    for name in ('gcs_address', 'driver_node_ip', 'expected_hostname'):
+        assert name in result['msg']
