@@ -7,7 +7,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_FORCE_COLOR ?= 1
 
-.PHONY: demo test unit lint lab-up lab-down lab-status site verify reset clean
+.PHONY: demo test unit lint lab-up lab-down lab-status site verify verify-hosts reset clean
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,9 +27,16 @@ verify: $(BIN)/.installed
 reset: $(BIN)/.installed
 	$(BIN)/ansible-playbook playbooks/reset.yml
 
-## test: lint, unit tests, then the lab integration tests (brings the lab up itself)
+## test: lint, unit tests, the lab integration tests (brings the lab up itself), then the
+## testinfra specs in verify/ against the lab cluster those tests leave running
 test: $(BIN)/.installed lint lab-up
 	$(BIN)/pytest
+	$(MAKE) verify-hosts
+
+INVENTORY ?= inventory/lab
+## verify-hosts: check every node from outside with testinfra (INVENTORY=inventory/studio for the Macs)
+verify-hosts: $(BIN)/.installed
+	$(BIN)/pytest verify --hosts='ansible://saf_cluster' --ansible-inventory=$(INVENTORY) --force-ansible
 
 unit: $(BIN)/.installed
 	$(BIN)/pytest tests/unit

@@ -14,28 +14,11 @@ NODE_ID = re.compile(r"^[0-9a-f]{56}$")
 
 
 def test_site_starts_a_head_and_a_worker(provisioned):
+    # What each node runs is checked from outside by the testinfra specs in verify/ (make test).
     assert provisioned.recap["ALPHA"]["failed"] == 0
     assert provisioned.recap["BETA"]["failed"] == 0
-    alpha, beta = lab_host("ALPHA"), lab_host("BETA")
-    head = alpha.process.get(comm="raylet").args
-    worker = beta.process.get(comm="raylet").args
-    assert "--node_ip_address=198.18.0.11" in head
-    assert "--node_ip_address=198.18.0.12" in worker
-    assert "--gcs-address=198.18.0.11:6380" in worker
-
-
-def test_ray_start_sets_the_macos_cluster_switch(provisioned):
-    # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER changes nothing on Linux, so check what ran: the raylet's
-    # environment on every node.
-    for name in ("ALPHA", "BETA"):
-        environ = lab_host(name).run("tr '\\0' '\\n' < /proc/$(pgrep -x raylet)/environ").stdout
-        assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1" in environ.splitlines(), name
-
-
-def test_dashboard_listens_on_loopback_only(provisioned):
-    sockets = lab_host("ALPHA").socket.get_listening_sockets()
-    dashboard = [s for s in sockets if s.endswith(":8265")]
-    assert dashboard == ["tcp://127.0.0.1:8265"]
+    assert "ALPHA  198.18.0.11  ALPHA.local" in provisioned.output
+    assert "BETA   198.18.0.12  BETA.local" in provisioned.output
 
 
 def test_verify_reports_the_task_ran_on_beta(verified):
@@ -82,4 +65,4 @@ def test_verify_in_check_mode_selects_beta_and_submits_nothing(verified):
     run = run_playbook("verify.yml", "--check")
 
     assert run.returncode == 0, str(run)
-    assert "BETA" in run.output, str(run)
+    assert "CHECK" in run.output and "BETA" in run.output, str(run)
