@@ -355,10 +355,10 @@ def run_probe(module):
         nodes = cluster.nodes()
         result['alive_nodes'] = [node_summary(node) for node in alive_nodes(nodes)]
         try:
-            if params['node_address']:
-                target = select_target(nodes, address=params['node_address'])
-            else:
-                target = select_target(nodes, hostname=params['expected_hostname'])
+            # The node must be at its address AND report the expected hostname: a hostname that
+            # matches no live node fails here, before any work is submitted.
+            target = select_target(nodes, address=params['node_address'],
+                                   hostname=params['expected_hostname'])
             target_id = validate_node_id(target.get('NodeID'))
         except (TargetNotFound, AmbiguousTarget, ValueError) as exc:
             return '%s: cannot choose the Ray node to probe: %s' % (host, exc), result

@@ -199,9 +199,9 @@ def describe_nodes(nodes):
 def select_target(nodes, address=None, hostname=None):
     """Choose exactly one Alive node from ``ray.nodes()`` output.
 
-    Match on ``NodeManagerAddress == address`` when ``address`` is given, else on
-    ``normalise_hostname(NodeManagerHostname) == normalise_hostname(hostname)``.
-    Dead entries never match.
+    Match on ``NodeManagerAddress == address`` when ``address`` is given and on
+    ``normalise_hostname(NodeManagerHostname) == normalise_hostname(hostname)`` when
+    ``hostname`` is given (both must hold when both are given). Dead entries never match.
 
     :returns: the matching ``ray.nodes()`` entry (dict).
     :raises ValueError: neither ``address`` nor ``hostname`` given.
@@ -210,23 +210,22 @@ def select_target(nodes, address=None, hostname=None):
     :raises AmbiguousTarget: several Alive matches; the message names them.
     """
     live = alive_nodes(nodes)
-    if address:
-        address = address.strip()
-        what = 'NodeManagerAddress %s' % address
+    if not address and not hostname:
+        raise ValueError('select_target needs an address or a hostname')
+    wanted = normalise_hostname(hostname) if hostname else None
+    what = ' and '.join(
+        ([('NodeManagerAddress %s' % address.strip())] if address else [])
+        + ([('hostname %s (normalised %s)' % (hostname, wanted))] if hostname else []))
 
-        def match(node):
-            return node.get('NodeManagerAddress') == address
-    elif hostname:
-        wanted = normalise_hostname(hostname)
-        what = 'hostname %s (normalised %s)' % (hostname, wanted)
-
-        def match(node):
+    def match(node):
+        if address and node.get('NodeManagerAddress') != address.strip():
+            return False
+        if wanted:
             try:
                 return normalise_hostname(node.get('NodeManagerHostname')) == wanted
             except ValueError:
                 return False
-    else:
-        raise ValueError('select_target needs an address or a hostname')
+        return True
 
     matches = [node for node in live if match(node)]
     if not matches:

@@ -101,9 +101,17 @@ def test_select_by_hostname_skips_dead_duplicate_of_restarted_worker():
     assert target['NodeID'] == BETA_ID
 
 
-def test_address_wins_over_hostname():
-    target = saf_ray.select_target(restarted_cluster(), address='192.0.2.1', hostname='BETA.local')
-    assert target['NodeID'] == ALPHA_ID
+def test_address_and_hostname_must_both_match():
+    target = saf_ray.select_target(restarted_cluster(), address='192.0.2.2', hostname='beta')
+    assert target["NodeID"] == BETA_ID
+
+
+def test_hostname_matching_no_live_node_lists_every_live_node():
+    with pytest.raises(TargetNotFound) as excinfo:
+        saf_ray.select_target(restarted_cluster(), address='192.0.2.2', hostname='GAMMA.local')
+    message = str(excinfo.value)
+    assert 'hostname GAMMA.local (normalised gamma)' in message
+    assert '192.0.2.1 ALPHA.local' in message and '192.0.2.2 BETA.local' in message
 
 
 def test_only_dead_entry_raises_target_not_found_listing_live_nodes():
