@@ -22,14 +22,17 @@ def text_table(rows, columns, markers=None):
     ]
 
 
-def parity_report(versions_by_host, keys):
+def parity_report(versions_by_host, keys, reference=None):
     """Compare ``versions_by_host`` (``{host: {key: version}}``) on ``keys``.
+
+    ``reference`` names the host the others must match: the Ray head node, since Ray compares
+    every joining node's versions with the head's. Without it (or when it is not in
+    ``versions_by_host``) the most common value of each key is the reference.
 
     Returns a dict with ``ok`` (every host has the same value for every key), ``mismatched``
     (the keys whose values differ, in ``keys`` order) and ``table`` (see :func:`text_table`:
-    one row per host, a ``host`` column then one column per key; rows that differ from the most
-    common value of a mismatched key end with ``<- differs``). A missing value counts as a
-    difference.
+    a ``host`` column then one column per key; rows that differ from the reference end with
+    ``<- differs``). A missing value counts as a difference.
     """
     keys = list(keys)
     rows = [
@@ -37,13 +40,15 @@ def parity_report(versions_by_host, keys):
         for host, versions in versions_by_host.items()
     ]
     mismatched = [key for key in keys if len({row[key] for row in rows}) > 1]
-    majority = {}
-    for key in mismatched:
-        values = [row[key] for row in rows]
-        majority[key] = max(sorted(set(values)), key=values.count)
-    markers = [
-        "  <- differs" if any(row[key] != majority[key] for key in mismatched) else "" for row in rows
-    ]
+    by_host = {row["host"]: row for row in rows}
+    if reference in by_host:
+        wanted = {key: by_host[reference][key] for key in keys}
+    else:
+        wanted = {}
+        for key in keys:
+            values = [row[key] for row in rows]
+            wanted[key] = max(sorted(set(values)), key=values.count)
+    markers = ["  <- differs" if any(row[key] != wanted[key] for key in keys) else "" for row in rows]
     return {
         "ok": not mismatched,
         "mismatched": mismatched,

@@ -98,3 +98,28 @@ def verified(provisioned):
     report_path = REPO / "reports" / "verify.json"
     assert run.returncode == 0, str(run)
     return run, json.loads(report_path.read_text())
+
+
+def lab_exec(name: str, *command: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run ``command`` inside lab host ``name``'s namespaces (nsenter, no SSH): for injecting
+    faults SSH cannot, such as taking the host's link down."""
+    return subprocess.run([sys.executable, str(REPO / "lab" / "saflab.py"), "exec", name, "--", *command],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def raylet_pid(name: str) -> int:
+    """PID of the raylet on lab node ``name`` (fails the test when none runs)."""
+    return lab_host(name).process.get(comm="raylet").pid
+
+
+def read_report() -> dict:
+    """The JSON report verify.yml wrote on the controller."""
+    return json.loads((REPO / "reports" / "verify.json").read_text())
+
+
+@pytest.fixture
+def restore_cluster(lab):
+    """After the test, site.yml must bring the cluster back (and verify.yml pass)."""
+    yield
+    run = run_playbook("site.yml")
+    assert run.returncode == 0, f"site.yml did not restore the cluster:\n{run}"

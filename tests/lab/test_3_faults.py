@@ -1,0 +1,262 @@
+"""Faults injected for real on the lab cluster: each ends in a clear, bounded failure that names
+the host, or in a run that converges. Every test leaves the cluster as site.yml makes it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from labkit import (ANSIBLE_PLAYBOOK, REPO, lab_exec, lab_host, raylet_pid, raylet_running, read_report,
+                    run_playbook)
+
+pytestmark = pytest.mark.lab
+VENV = "/opt/saf/venv"
+# Seconds: a shorter membership wait than the default keeps the failing cases quick.
+SHORT_WAIT = "saf_ray_start_timeout=30"
+
+
+def kill_raylet(name: str) -> None:
+    assert lab_host(name).run("pkill -KILL -x raylet").rc == 0
+
+
+def test_worker_down_fails_verify_naming_beta(verified, restore_cluster):
+    kill_raylet("BETA")
+
+    started = time.monotonic()
+    run = run_playbook("verify.yml", "-e", SHORT_WAIT, "-e", "saf_verify_timeout=30")
+    elapsed = time.monotonic() - started
+
+    assert run.returncode != 0, str(run)
+    failure = run.output[run.output.index("fatal:"):]
+    assert "BETA" in failure, str(run)
+    assert elapsed < 30 + 30 + 60, f"verify.yml took {elapsed:.0f} s"
+    assert "executed_on: ALPHA.local" not in run.output, str(run)
+
+
+HOLDER = """
+import sys, time
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+ray.init(address="198.18.0.11:6380", _node_ip_address="198.18.0.11", log_to_driver=False)
+beta = [n for n in ray.nodes() if n["Alive"] and n["NodeManagerAddress"] == "198.18.0.12"][0]
+
+@ray.remote
+class Holder:
+    def ready(self):
+        return True
+
+cpus = beta["Resources"]["CPU"]
+holder = Holder.options(num_cpus=cpus, scheduling_strategy=NodeAffinitySchedulingStrategy(beta["NodeID"], soft=False)).remote()
+ray.get(holder.ready.remote(), timeout=60)
+print("holding", cpus, flush=True)
+time.sleep(300)
+"""
+
+
+def test_worker_busy_fails_within_the_timeout_and_cancels(verified, restore_cluster):
+    alpha = lab_host("ALPHA")
+    alpha.run(f"cat > /tmp/saf-holder.py <<'EOF'\n{HOLDER}\nEOF")
+    alpha.run(f"nohup timeout 240 {VENV}/bin/python /tmp/saf-holder.py > /tmp/saf-holder.log 2>&1 &")
+    try:
+        for _ in range(60):
+            if "holding" in alpha.file("/tmp/saf-holder.log").content_string:
+                break
+            time.sleep(1)
+        else:
+            pytest.fail("the holder never took BETA's CPUs:\n" + alpha.file("/tmp/saf-holder.log").content_string)
+
+        started = time.monotonic()
+        run = run_playbook("verify.yml", "-e", "saf_verify_timeout=20")
+        elapsed = time.monotonic() - started
+    finally:
+        alpha.run("pkill -f saf-holder.py")
+
+    assert run.returncode != 0, str(run)
+    assert "BETA" in run.output and "no free resources" in run.output, str(run)
+    assert "the task was cancelled" in run.output, str(run)
+    assert elapsed < 20 + 60, f"verify.yml took {elapsed:.0f} s"
+
+
+def test_target_absent_lists_every_live_node(verified, tmp_path):
+    extra = tmp_path / "gamma.yml"
+    extra.write_text(yaml.safe_dump({"saf_cluster": {"hosts": {"BETA": {"saf_node_hostname": "GAMMA.local"}}}}))
+
+    run = run_playbook("-i", "inventory/lab", "-i", str(extra), "verify.yml")
+
+    assert run.returncode != 0, str(run)
+    assert "no Alive Ray node has NodeManagerAddress 198.18.0.12 and hostname GAMMA.local" in run.output, str(run)
+    assert "198.18.0.11 ALPHA.local" in run.output and "198.18.0.12 BETA.local" in run.output, str(run)
+
+
+def test_restarted_worker_is_verified_under_its_new_node_id(verified, restore_cluster):
+    old_id = read_report()["workers"][0]["node_id"]
+    kill_raylet("BETA")
+
+    site = run_playbook("site.yml")
+    verify = run_playbook("verify.yml")
+
+    assert site.returncode == 0, str(site)
+    assert verify.returncode == 0, str(verify)
+    (beta,) = read_report()["workers"]
+    assert beta["passed"] and beta["executed_on"] == "BETA.local"
+    assert beta["node_id"] != old_id
+
+
+def test_restarted_head_brings_every_worker_back(verified, restore_cluster):
+    worker_pid = raylet_pid("BETA")
+    stop = run_playbook("playbooks/reset.yml", "--limit", "ALPHA")
+    assert stop.returncode == 0 and not raylet_running("ALPHA"), str(stop)
+
+    site = run_playbook("site.yml")
+    verify = run_playbook("verify.yml")
+
+    assert site.returncode == 0, str(site)
+    assert verify.returncode == 0, str(verify)
+    assert raylet_pid("BETA") != worker_pid  # the worker re-joined the new GCS
+
+
+def test_network_cut_mid_run_reports_beta_unreachable(verified, restore_cluster, tmp_path):
+    log = tmp_path / "site.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([str(ANSIBLE_PLAYBOOK), "site.yml", "-e", SHORT_WAIT], cwd=REPO, text=True,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while "TASK [node_env" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert lab_exec("BETA", "ip", "link", "set", "eth0", "down").returncode == 0
+        cut = time.monotonic()
+        proc.wait(timeout=300)
+        elapsed = time.monotonic() - cut
+    finally:
+        proc.kill()
+        lab_exec("BETA", "ip", "link", "set", "eth0", "up")
+    output = log.read_text()
+
+    assert proc.returncode != 0, output
+    assert "fatal: [BETA]: UNREACHABLE!" in output, output
+    assert elapsed < 180, f"site.yml ran {elapsed:.0f} s after the cut"
+
+
+@pytest.fixture
+def dashboard_agent_crash(restore_cluster):
+    """Make every Ray start on BETA die: an empty executable named nvidia-smi on BETA's PATH (in
+    BETA's own mount namespace) makes Ray 2.49.2's dashboard agent crash at start, and the raylet
+    with it (ray-project/ray#56157). This is the fault the post-start wait exists for."""
+    mount = lab_exec("BETA", "sh", "-c", "mount -t tmpfs saf-fault /usr/local/bin && : > /usr/local/bin/nvidia-smi"
+                     " && chmod +x /usr/local/bin/nvidia-smi")
+    assert mount.returncode == 0, mount.stderr
+    yield
+    lab_exec("BETA", "umount", "/usr/local/bin")
+
+
+def test_start_that_dies_is_retried_once_then_reported_with_its_log(verified, dashboard_agent_crash):
+    kill_raylet("BETA")
+
+    run = run_playbook("site.yml")
+
+    assert run.returncode != 0, str(run)
+    assert "BETA (198.18.0.12): the raylet exited" in run.output and "retrying once" in run.output, str(run)
+    assert "(second try)" in run.output, str(run)
+    assert "dashboard_agent" in run.output, str(run)  # the tail of raylet.out says why
+
+
+def test_half_applied_run_converges(verified, restore_cluster):
+    assert run_playbook("playbooks/reset.yml").returncode == 0
+    partial = run_playbook("site.yml", "--tags", "validate,python,env,parity")
+    assert partial.returncode == 0, str(partial)
+    assert not raylet_running("ALPHA") and not raylet_running("BETA")
+
+    site = run_playbook("site.yml")
+    verify = run_playbook("verify.yml")
+
+    assert site.returncode == 0, str(site)
+    assert verify.returncode == 0, str(verify)
+
+
+def test_venv_that_does_not_import_is_repaired(verified, restore_cluster):
+    beta = lab_host("BETA")
+    init = beta.check_output(f"{VENV}/bin/python -c 'import ray; print(ray.__file__)'")
+    beta.run(f"rm -f {init}")  # what an install interrupted mid-unpack can leave
+    assert beta.run(f"{VENV}/bin/python -c 'import ray; ray.__version__'").rc != 0
+
+    run = run_playbook("site.yml")
+
+    assert run.returncode == 0, str(run)
+    assert "Reinstall the locked packages over a broken install" in run.output, str(run)
+    assert beta.run(f"{VENV}/bin/python -c 'import ray, mlx.core; ray.__version__'").rc == 0
+
+
+@pytest.fixture(scope="module")
+def other_ray_wheel(tmp_path_factory) -> Path:
+    """A Ray release other than the pinned one, for Linux x86_64 and CPython 3.9 (from PyPI)."""
+    dest = Path.home() / ".cache" / "saf" / "test-wheels"
+    dest.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                    "--platform=manylinux2014_x86_64", "--python-version=3.9.18", "--implementation=cp",
+                    "--dest", str(dest), "ray==2.49.1"], check=True, timeout=600)
+    (wheel,) = dest.glob("ray-2.49.1-*.whl")
+    return wheel
+
+
+def test_version_skew_installed_by_hand_is_caught_by_the_parity_table(verified, other_ray_wheel, restore_cluster):
+    copy = subprocess.run([str(ANSIBLE_PLAYBOOK.with_name("ansible")), "BETA", "-m", "ansible.builtin.copy", "-a",
+                           f"src={other_ray_wheel} dest=/opt/saf/{other_ray_wheel.name}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert copy.returncode == 0, copy.stdout + copy.stderr
+    beta = lab_host("BETA")
+    beta.check_output(f"{VENV}/bin/pip install --quiet --no-deps --no-index /opt/saf/{other_ray_wheel.name}")
+
+    run = run_playbook("verify.yml")
+
+    assert run.returncode != 0, str(run)
+    assert "Versions differ between nodes (ray)" in run.output, str(run)
+    row = [line for line in run.output.splitlines() if line.strip().startswith("BETA") and "2.49.1" in line]
+    assert row and "differs" in row[0], str(run)
+    assert "Traceback" not in run.output, str(run)
+
+
+BAD_INVENTORIES = {
+    "two heads": ({"ray_head": ["ALPHA", "BETA"], "ray_workers": ["GAMMA"]}, {},
+                  "exactly one host in ray_head (has 2: ALPHA, BETA)"),
+    "no worker": ({"ray_head": ["ALPHA"], "ray_workers": []}, {}, "at least one in ray_workers (has 0)"),
+    "duplicate address": ({"ray_head": ["ALPHA"], "ray_workers": ["BETA"]}, {"BETA": {"saf_node_ip": "198.18.0.11"}},
+                          "Two nodes share an address: ALPHA=198.18.0.11, BETA=198.18.0.11"),
+    "relative interpreter": ({"ray_head": ["ALPHA"], "ray_workers": ["BETA"]},
+                             {"BETA": {"saf_python_interpreter": "bin/python3"}},
+                             "BETA: saf_python_interpreter must be an absolute path, got 'bin/python3'"),
+}
+ADDRESSES = {"ALPHA": "198.18.0.11", "BETA": "198.18.0.12", "GAMMA": "198.18.0.13"}
+
+
+@pytest.mark.parametrize("case", BAD_INVENTORIES, ids=list(BAD_INVENTORIES))
+def test_bad_inventory_fails_before_any_host_is_touched(case, tmp_path):
+    groups, overrides, message = BAD_INVENTORIES[case]
+    children = {
+        group: {"hosts": {host: dict({"saf_node_ip": ADDRESSES[host], "saf_node_hostname": f"{host}.local",
+                                      "saf_python_interpreter": "/usr/bin/python3"}, **overrides.get(host, {}))
+                          for host in hosts}}
+        for group, hosts in groups.items()
+    }
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump({"saf_cluster": {"children": children}}))
+
+    run = run_playbook("-i", str(inventory), "site.yml")
+
+    assert run.returncode != 0, str(run)
+    assert message in " ".join(run.output.split()), str(run)
+    assert "Gathering Facts" not in run.output, str(run)
+
+
+def test_unknown_module_option_is_refused_naming_it():
+    proc = subprocess.run([str(ANSIBLE_PLAYBOOK.with_name("ansible")), "localhost", "-c", "local", "-m", "saf_mlx_probe",
+                           "-a", "gcs_address=192.0.2.1:6380 driver_node_ip=192.0.2.1 expected_hostname=BETA.local"
+                           " matrix_sise=512"], cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+
+    assert proc.returncode != 0
+    assert "Unsupported parameters" in proc.stdout and "matrix_sise" in proc.stdout, proc.stdout
