@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def run_playbook(*args: str, env: dict | None = None) -> PlaybookRun:
     # Keep the output on disk too: CI prints the tail of the newest one on failure.
     log_dir = REPO / "reports" / "test-runs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    (log_dir / f"{len(list(log_dir.iterdir())):03d}-{Path(args[-1]).stem}.log").write_text(str(run))
+    (log_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{time.monotonic_ns() % 10**6:06d}-{Path(args[-1]).stem}.log").write_text(str(run))
     return run
 
 
