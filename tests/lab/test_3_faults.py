@@ -288,7 +288,7 @@ def test_reset_twice_stops_only_this_cluster_then_site_rebuilds(verified, decoy_
     assert first.returncode == 0 and second.returncode == 0, f"{first}\n{second}"
     assert all(counts["changed"] == 0 for counts in second.recap.values()), str(second)
     assert decoy_raylet.run("pgrep -f /tmp/saf-decoy/raylet").rc == 0  # a user's process survives
-    assert decoy_raylet.run("pgrep -f /opt/saf/ray/tmp/").rc == 1
+    assert decoy_raylet.run("pgrep -f /opt/saf/ray/tm[p]/").rc == 1  # [p]: not the shell running pgrep
     assert not decoy_raylet.file("/opt/saf/ray/tmp").exists
     assert lab_host("BETA").run("pgrep -x raylet").rc == 1
     assert decoy_raylet.file(f"{VENV}/bin/ray").exists  # the venv stays

@@ -11,7 +11,7 @@ from ansible.module_utils import saf_ray
 from ansible.module_utils.saf_ray import ConnectError, TaskFailed, TaskTimeout
 
 from fake_ray_cluster import FakeRayCluster, make_node, node_id
-from module_harness import AnsibleExitJson, AnsibleFailJson, patch_exit_fail, set_module_args  # noqa: F401
+from module_harness import patch_exit_fail, run_module  # noqa: F401  (patch_exit_fail is a fixture)
 
 ALPHA_ID = node_id('a1')
 BETA_OLD_ID = node_id('b0')
@@ -76,11 +76,8 @@ def fake_cluster(monkeypatch, patch_exit_fail):
 
 
 def run(args):
-    """Run the module's main(); return (failed, result)."""
-    with set_module_args(dict(BASE_ARGS, **args)):
-        with pytest.raises((AnsibleExitJson, AnsibleFailJson)) as excinfo:
-            saf_mlx_probe.main()
-    return excinfo.type is AnsibleFailJson, excinfo.value.args[0]
+    """Run the module's main() with BASE_ARGS updated by ``args``; return (failed, result)."""
+    return run_module(saf_mlx_probe.main, dict(BASE_ARGS, **args))
 
 
 def test_success_returns_passed_and_fields(fake_cluster):
@@ -278,18 +275,14 @@ def test_bad_option_values(fake_cluster, args, fragment):
 def test_host_defaults_to_expected_hostname(fake_cluster):
     args = dict(BASE_ARGS)
     del args['host']
-    with set_module_args(args):
-        with pytest.raises(AnsibleExitJson) as excinfo:
-            saf_mlx_probe.main()
-    result = excinfo.value.args[0]
+    failed, result = run_module(saf_mlx_probe.main, args)
+    assert failed is False
     assert result['host'] == 'BETA.local'
 
 
 def test_required_options(patch_exit_fail):
-    with set_module_args({}):
-        with pytest.raises(AnsibleFailJson) as excinfo:
-            saf_mlx_probe.main()
-    result = excinfo.value.args[0]
+    failed, result = run_module(saf_mlx_probe.main, {})
+    assert failed is True
     assert 'missing required arguments' in result['msg']
     for name in ('gcs_address', 'driver_node_ip', 'expected_hostname'):
         assert name in result['msg']

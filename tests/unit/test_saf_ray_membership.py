@@ -10,7 +10,7 @@ import saf_ray_membership
 from ansible.module_utils.saf_ray import ConnectError
 
 from fake_ray_cluster import FakeRayCluster, make_node, node_id
-from module_harness import AnsibleExitJson, AnsibleFailJson, patch_exit_fail, set_module_args  # noqa: F401
+from module_harness import patch_exit_fail, run_module  # noqa: F401  (patch_exit_fail is a fixture)
 
 ALPHA_ID = node_id('a1')
 BETA_OLD_ID = node_id('b0')
@@ -46,11 +46,8 @@ def fake_cluster(monkeypatch, patch_exit_fail):
 
 
 def run(args):
-    """Run the module's main(); return (failed, result)."""
-    with set_module_args(dict(BASE_ARGS, **args)):
-        with pytest.raises((AnsibleExitJson, AnsibleFailJson)) as excinfo:
-            saf_ray_membership.main()
-    return excinfo.type is AnsibleFailJson, excinfo.value.args[0]
+    """Run the module's main() with BASE_ARGS updated by ``args``; return (failed, result)."""
+    return run_module(saf_ray_membership.main, dict(BASE_ARGS, **args))
 
 
 def test_all_alive_with_a_restarted_worker(fake_cluster):
