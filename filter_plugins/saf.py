@@ -1,6 +1,8 @@
-"""Jinja2 filters for SAF: the parity table and the verify summary table."""
+"""Jinja2 filters for SAF: the parity table, the verify summary table and macOS power settings."""
 
 from __future__ import annotations
+
+import re
 
 
 def text_table(rows, columns, markers=None):
@@ -56,8 +58,74 @@ def parity_report(versions_by_host, keys, reference=None):
     }
 
 
+# `pmset -g custom` and `pmset -g` print a section header flush left ("AC Power:", "Currently in
+# use:"), then one setting a line: a space, the key left-justified in 20 columns, a space, the value
+# (Apple's pmset.c: printf(" %-20s ", key) then the number). A key may hold spaces ("Sleep On Power
+# Button" is printed under its raw preference name) and is then wider than 20 columns; `pmset -g`
+# may follow the value with a note in brackets ("(sleep prevented by powerd, coreaudiod)").
+_PMSET_HEADER = re.compile(r"^(?P<name>\S[^:]*):\s*$")
+_PMSET_SETTING = re.compile(r"^\s+(?P<key>\S.*?)\s+(?P<value>\S+)(?:\s+\(.*\))?\s*$")
+# `pmset -g` headers get short names; the per-power-source headers keep pmset's own words.
+_PMSET_SECTION_NAMES = {"Currently in use": "current", "System-wide power settings": "system"}
+
+
+def pmset_settings(text):
+    """Parse the output of macOS ``pmset -g custom`` or ``pmset -g`` into ``{section: {key: value}}``.
+
+    The format is pmset's own (Apple's PowerManagement ``pmset.c``): a header line flush left
+    ending in ``:``, then indented ``<key><spaces><value>`` lines. ``pmset -g custom`` has one
+    section per power source, named as pmset prints them: ``"AC Power"`` only on a desktop such as
+    a Mac Studio, ``"Battery Power"`` and ``"AC Power"`` on a laptop (``"UPS Power"`` with a UPS).
+    ``pmset -g`` has ``"System-wide power settings:"`` (section ``"system"``, holding
+    ``SleepDisabled`` when it was ever set) and ``"Currently in use:"`` (section ``"current"``).
+
+    Values are strings, the first token after the key: ``"0"``, ``"/var/vm/sleepimage"``; a
+    trailing note such as ``(sleep prevented by powerd)`` is dropped. Keys keep pmset's spelling,
+    spaces included (``"Sleep On Power Button"``). A section with no settings maps to ``{}``;
+    lines outside any section, and unindented lines that are not headers, are ignored. Never raises
+    on odd input: text that is not pmset output gives ``{}``.
+    """
+    sections = {}
+    current = None
+    for line in str(text or "").splitlines():
+        if not line.strip():
+            continue
+        header = _PMSET_HEADER.match(line)
+        if header:
+            name = header.group("name").strip()
+            current = sections.setdefault(_PMSET_SECTION_NAMES.get(name, name), {})
+            continue
+        setting = _PMSET_SETTING.match(line)
+        if setting and current is not None:
+            current[setting.group("key")] = setting.group("value")
+    return sections
+
+
+def pmset_drift(settings, wanted):
+    """List the settings of one pmset section (``settings``, ``{key: value}``) that differ from ``wanted``.
+
+    Returns a list, in ``wanted`` order, of ``{"key", "current", "wanted"}`` dicts, one per key
+    whose value differs when both are compared as strings (``str(0) == "0"``), so integers from
+    YAML match the digits pmset prints. A key missing from ``settings`` counts as drift with
+    ``current`` None. ``wanted`` values are returned as strings. ``None`` for either argument
+    counts as an empty dict. An empty list means nothing to change.
+    """
+    settings = settings or {}
+    drift = []
+    for key, value in (wanted or {}).items():
+        current = settings.get(key)
+        if current is None or str(current) != str(value):
+            drift.append({"key": key, "current": None if current is None else str(current), "wanted": str(value)})
+    return drift
+
+
 class FilterModule:
     """SAF filters."""
 
     def filters(self):
-        return {"parity_report": parity_report, "text_table": text_table}
+        return {
+            "parity_report": parity_report,
+            "pmset_drift": pmset_drift,
+            "pmset_settings": pmset_settings,
+            "text_table": text_table,
+        }

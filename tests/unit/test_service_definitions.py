@@ -1,0 +1,109 @@
+"""The Ray service definitions ray_node writes, rendered by the role itself and then parsed.
+
+tests/unit/playbooks/render_service.yml runs the role's own tasks (command_line.yml, then
+launchd-definition.yml or systemd-definition.yml) for a head and a worker over a local
+connection, writing into a temporary directory. The plist is read back with plistlib, the format
+launchd reads; the unit is checked with ``systemd-analyze verify``, systemd's own parser.
+"""
+
+from __future__ import annotations
+
+import os
+import plistlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
+
+
+def render(tmp_path: Path, manager: str, **extra) -> Path:
+    """Render ``manager``'s definitions for a head and a worker; returns the output directory."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    ray = venv / "bin" / "ray"
+    ray.write_text("#!/bin/sh\n")  # systemd-analyze verify checks that ExecStart's program exists
+    ray.chmod(0o755)
+    common = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+              "saf_venv_dir": str(venv), "saf_root_dir": str(tmp_path / "saf"),
+              "saf_ray_service_manager": manager, "saf_ray_user": "root", **extra}
+    inventory = {"saf_cluster": {"children": {
+        "ray_head": {"hosts": {"HEAD": {"saf_node_ip": "198.18.0.11", **common}}},
+        "ray_workers": {"hosts": {"WORKER": {"saf_node_ip": "198.18.0.12", **common}}},
+    }}}
+    (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inventory))
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), "-i", str(tmp_path / "inventory.yml"), "-e", f"out_dir={out}",
+         str(REPO / "tests" / "unit" / "playbooks" / "render_service.yml")],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+        env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1"),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def plists(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("launchd")
+    out = render(tmp, "launchd", saf_ray_num_cpus=4)
+    return {host: plistlib.loads((out / host / "org.saf.ray.plist").read_bytes()) for host in ("HEAD", "WORKER")}, tmp
+
+
+def test_plist_runs_ray_start_block(plists):
+    jobs, tmp = plists
+    head, worker = jobs["HEAD"]["ProgramArguments"], jobs["WORKER"]["ProgramArguments"]
+    assert head[:3] == [f"{tmp}/venv/bin/ray", "start", "--head"] and head[-1] == "--block"
+    assert "--port=6380" in head and "--node-ip-address=198.18.0.11" in head and "--num-cpus=4" in head
+    assert worker[:2] == [f"{tmp}/venv/bin/ray", "start"] and worker[-1] == "--block"
+    assert "--address=198.18.0.11:6380" in worker and "--head" not in worker
+
+
+def test_plist_environment_and_supervision(plists):
+    jobs, tmp = plists
+    for job in jobs.values():
+        assert job["Label"] == "org.saf.ray"
+        assert job["EnvironmentVariables"]["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "1"
+        assert job["EnvironmentVariables"]["PATH"].split(":")[0] == f"{tmp}/venv/bin"
+        assert job["KeepAlive"] is True and job["RunAtLoad"] is True
+        assert job["StandardOutPath"].endswith("/log/ray.out") and job["StandardErrorPath"].endswith("/log/ray.err")
+        assert job["WorkingDirectory"] == f"{tmp}/saf"
+        assert "UserName" not in job  # root: launchd's default
+
+
+def test_plist_names_the_ray_user(tmp_path):
+    out = render(tmp_path, "launchd", saf_ray_user="operator")
+    job = plistlib.loads((out / "WORKER" / "org.saf.ray.plist").read_bytes())
+    assert job["UserName"] == "operator"
+
+
+@pytest.fixture(scope="module")
+def units(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("systemd")
+    out = render(tmp, "systemd", saf_ray_temp_dir="/opt/saf/ray/100% $tmp")
+    return {host: out / host / "saf-ray.service" for host in ("HEAD", "WORKER")}
+
+
+def test_unit_execstart_round_trips(units):
+    """The quoted ExecStart reads back (systemd's rules) as the argument list the role built."""
+    text = units["HEAD"].read_text()
+    exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
+    assert '"--temp-dir=/opt/saf/ray/100%% $$tmp"' in exec_start
+    assert exec_start.endswith('"--block"')
+    assert "Restart=always" in text and "User=root" in text
+    assert 'Environment="RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1"' in text
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+@pytest.mark.parametrize("host", ["HEAD", "WORKER"])
+def test_unit_passes_systemd_analyze_verify(units, host):
+    proc = subprocess.run(["systemd-analyze", "verify", str(units[host])], capture_output=True, text=True,
+                          timeout=60, check=False)
+    # verify also reports unrelated units of the machine; only this unit's lines count.
+    own = [line for line in (proc.stdout + proc.stderr).splitlines() if "saf-ray.service" in line]
+    assert proc.returncode == 0 and not own, proc.stdout + proc.stderr
