@@ -11,8 +11,9 @@ import yaml
 
 import saf_mlx_probe
 import saf_ray_membership
+import saf_tailscale_check
 
-MODULES = [saf_mlx_probe, saf_ray_membership]
+MODULES = [saf_mlx_probe, saf_ray_membership, saf_tailscale_check]
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LIBRARY_DIR = os.path.join(REPO_ROOT, 'library')
 MODULE_UTILS_DIR = os.path.join(REPO_ROOT, 'module_utils')
@@ -64,9 +65,12 @@ def test_examples_and_return_parse(module):
     os.path.join(MODULE_UTILS_DIR, 'saf_ray.py'),
     os.path.join(LIBRARY_DIR, 'saf_mlx_probe.py'),
     os.path.join(LIBRARY_DIR, 'saf_ray_membership.py'),
+    os.path.join(LIBRARY_DIR, 'saf_tailscale_check.py'),
+    os.path.join(REPO_ROOT, 'tests', 'doubles', 'bin', 'tailscale'),
 ])
 def test_sources_parse_as_python_3_9(path):
-    """The head node runs these under Python 3.9: no match statements, no 3.10+ syntax."""
+    """The nodes run these under Python 3.9 (the Macs' /usr/bin/python3 runs saf_tailscale_check and stands
+    in for the fake CLI's python3): no match statements, no 3.10+ syntax."""
     with open(path) as handle:
         source = handle.read()
     tree = ast.parse(source, filename=path, feature_version=(3, 9))

@@ -1,0 +1,270 @@
+"""The macOS branch of every role, walked on a lab host whose OS facts are forced to Darwin.
+
+BETA is marked (``/opt/saf/macos/FORCE_DARWIN_FACTS``), so the facts double reports it as a Mac
+Studio, and ``tests/lab/macos/overrides.yml`` re-roots a Mac's fixed paths under BETA's private
+``/opt/saf/macos``. There the test doubles of ``tests/doubles/bin`` stand in for brew, pyenv, uv,
+launchctl (with a small launchd), pmset and the Tailscale CLI: site.yml installs Python with brew
+run as the prefix's owner (``nobody``: the brew double refuses root as brew does), builds it with
+pyenv, writes the LaunchDaemon plist and runs Ray under the launchd double, with a Metal check
+first, sets the power settings and checks the Tailscale network. ALPHA stays a Linux head node.
+"""
+
+from __future__ import annotations
+
+import json
+import plistlib
+import re
+import shlex
+
+import pytest
+
+from labkit import REPO, lab_exec, lab_host, run_playbook
+
+MAC = "/opt/saf/macos"
+BREW = f"{MAC}/opt/homebrew"
+DOUBLES = REPO / "tests" / "doubles"
+EXTRA = ["-e", "@tests/lab/macos/overrides.yml"]
+ENV = {"ANSIBLE_LIBRARY": f"{REPO / 'library'}:{DOUBLES / 'modules'}"}
+LAB_IPS = {"ALPHA": "198.18.0.11", "BETA": "198.18.0.12"}
+PLIST = f"{MAC}/Library/LaunchDaemons/org.saf.ray.plist"
+
+
+def sh(host: str, script: str, timeout: float = 120) -> str:
+    """Run ``script`` with sh inside lab host ``host``; fail the test when it fails."""
+    proc = lab_exec(host, "sh", "-ec", script, timeout=timeout)
+    assert proc.returncode == 0, f"{host}: {script}\n{proc.stdout}{proc.stderr}"
+    return proc.stdout
+
+
+def tailscale_status(me: str, peers: dict, offline: tuple = ()) -> dict:
+    """A ``tailscale status --json`` document for ``me`` in a tailnet of ``peers`` ({name: IPv4})."""
+    def node(index, name, ip):
+        return {"ID": f"n{index}", "PublicKey": f"nodekey:{index:064x}", "HostName": name,
+                "DNSName": f"{name.lower()}.tailnet-0000.ts.net.", "OS": "macOS", "UserID": 1,
+                "TailscaleIPs": [ip, f"fd7a:115c:a1e0::{index}"], "Online": name not in offline,
+                "Active": True, "CurAddr": f"{ip}:41641", "Relay": "fra", "LastSeen": "2026-11-29T10:00:00Z"}
+    nodes = {name: node(i + 1, name, ip) for i, (name, ip) in enumerate(sorted(peers.items()))}
+    return {"Version": "1.86.2-t0000", "BackendState": "Running", "TailscaleIPs": nodes[me]["TailscaleIPs"],
+            "Self": nodes[me], "MagicDNSSuffix": "tailnet-0000.ts.net",
+            "Peer": {n["PublicKey"]: n for name, n in nodes.items() if name != me},
+            "User": {"1": {"ID": 1, "LoginName": "operator@example.com", "DisplayName": "Operator"}}}
+
+
+def install_mac_tree(host: str, darwin: bool) -> None:
+    """Lay out a Mac's paths under ``host``'s /opt/saf/macos with the test doubles in place."""
+    copy = f"install -m 0755 {DOUBLES / 'bin'}"
+    sh(host, f"""
+        pkill -f '[l]aunchctl __supervise' || true
+        rm -rf {MAC}
+        mkdir -p {BREW}/bin {MAC}/bin {MAC}/usr/bin {MAC}/Library/LaunchDaemons {MAC}/doubles \
+                 {MAC}/Applications/Tailscale.app/Contents/MacOS {MAC}/Users/saf
+        {copy}/brew {BREW}/bin/brew
+        {copy}/pyenv {MAC}/doubles/pyenv
+        {copy}/uv {MAC}/doubles/uv
+        {copy}/launchctl {MAC}/bin/launchctl
+        {copy}/pmset {MAC}/usr/bin/pmset
+        {copy}/tailscale {MAC}/Applications/Tailscale.app/Contents/MacOS/Tailscale
+    """)
+    state = {
+        f"{BREW}/bin/fake-brew.json": {"installed": {}, "provides": {"pyenv": f"{MAC}/doubles/pyenv",
+                                                                    "uv": f"{MAC}/doubles/uv"}},
+        f"{BREW}/bin/fake-pyenv.json": {"builds": {"3.9.18": "/root/.pyenv/versions/3.9.18"}},
+        f"{BREW}/bin/fake-uv.json": {"builds": {"3.9.18": "/root/.pyenv/versions/3.9.18"},
+                                     "platform": "macos-aarch64-none"},
+        f"{MAC}/Applications/Tailscale.app/Contents/MacOS/fake-tailscale.json": {
+            "status": tailscale_status(host, LAB_IPS)},
+    }
+    for path, content in state.items():
+        write_json(host, path, content)
+    # Homebrew belongs to an unprivileged account; brew must be run as that account.
+    sh(host, f"chown -R nobody:nogroup {BREW}" + (f" && touch {MAC}/FORCE_DARWIN_FACTS" if darwin else ""))
+
+
+def write_json(host: str, path: str, content: dict) -> None:
+    sh(host, f"cat > {shlex.quote(path)} <<'JSON'\n{json.dumps(content, indent=1)}\nJSON")
+
+
+def read_file(host: str, path: str) -> str:
+    return sh(host, f"cat {shlex.quote(path)}")
+
+
+@pytest.fixture(scope="module")
+def mac_lab(lab):
+    """BETA forced to macOS, ALPHA Linux with a Tailscale CLI; removed again afterwards."""
+    for host in LAB_IPS:
+        install_mac_tree(host, darwin=host == "BETA")
+    yield
+    # Unload the Ray LaunchDaemon (or its supervisor would start Ray again), then the plain lab.
+    run = run_playbook("playbooks/reset.yml", *EXTRA, env=ENV)
+    for host in LAB_IPS:
+        sh(host, f"rm -rf {MAC}")
+    assert run.returncode == 0, str(run)
+    restored = run_playbook("site.yml")
+    assert restored.returncode == 0, f"site.yml did not restore the Linux lab:\n{restored}"
+
+
+@pytest.fixture(scope="module")
+def mac_site(mac_lab):
+    """The first site.yml run with BETA as a Mac."""
+    run = run_playbook("site.yml", *EXTRA, env=ENV)
+    assert run.returncode == 0, str(run)
+    return run
+
+
+def test_site_walks_the_macos_branch(mac_site):
+    out = mac_site.output
+    # Homebrew ran as the owner of its prefix and installed pyenv and the build libraries.
+    brew = json.loads(read_file("BETA", f"{BREW}/bin/fake-brew.json"))
+    assert sorted(brew["installed"]) == ["openssl@3", "pyenv", "readline", "xz", "zlib"]
+    assert lab_host("BETA").file(f"{BREW}/Cellar/pyenv").user == "nobody"
+    # pyenv built the pinned release where the macOS default interpreter path points.
+    python = f"{MAC}/Users/saf/.pyenv/versions/3.9.18/bin/python3"
+    assert sh("BETA", f"{python} -c 'import platform; print(platform.python_version())'").strip() == "3.9.18"
+    # The Metal check ran as a launchd job before Ray started.
+    assert re.search(r"BETA: MLX computes on ok Device\(cpu, 0\) in the launchd context of the Ray job", out), out
+    assert "TASK [power_settings" in out and "TASK [tailscale_network" in out
+
+
+def test_plist_runs_ray_under_launchd(mac_site):
+    job = plistlib.loads(read_file("BETA", PLIST).encode())
+    args = job["ProgramArguments"]
+    assert job["Label"] == "org.saf.ray"
+    assert args[0] == "/opt/saf/venv/bin/ray" and args[1] == "start" and args[-1] == "--block"
+    assert "--address=198.18.0.11:6380" in args and "--node-ip-address=198.18.0.12" in args
+    assert job["EnvironmentVariables"]["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "1"
+    assert job["EnvironmentVariables"]["PATH"].startswith("/opt/saf/venv/bin:")
+    assert job["KeepAlive"] is True and job["RunAtLoad"] is True
+    assert job["StandardOutPath"] == "/opt/saf/log/ray.out"
+    assert "UserName" not in job  # the lab connects as root; launchd then runs the job as root
+    # launchd (the double) runs it, and the raylet is a descendant of that job.
+    status = sh("BETA", f"{MAC}/bin/launchctl print system/org.saf.ray")
+    assert "state = running" in status
+    job_pid = int(re.search(r"pid = (\d+)", status).group(1))
+    raylet = lab_host("BETA").process.get(comm="raylet")
+    ancestors = sh("BETA", f"p={raylet.pid}; while [ $p -gt 1 ]; do echo $p; p=$(ps -o ppid= -p $p | tr -d ' '); done")
+    assert str(job_pid) in ancestors.split(), (job_pid, ancestors)
+
+
+def test_power_settings_applied(mac_site):
+    custom = sh("BETA", f"{MAC}/usr/bin/pmset -g custom")
+    assert re.search(r"^\s*sleep\s+0\s*$", custom, re.M), custom
+    assert re.search(r"^\s*disksleep\s+0\s*$", custom, re.M), custom
+
+
+def test_tailscale_latency_reported(mac_site):
+    # Both nodes checked their peer over the (double's) tailnet and reported a latency.
+    assert re.search(r"BETA\s.*198\.18\.0\.11\s.*direct", mac_site.output), mac_site.output
+
+
+def test_verify_passes_with_a_macos_worker(mac_site):
+    run = run_playbook("verify.yml", *EXTRA, env=ENV)
+    assert run.returncode == 0, str(run)
+    report = json.loads((REPO / "reports" / "verify.json").read_text())
+    assert [(w["executed_on"], w["verdict"]) for w in report["workers"]] == [("BETA.local", "PASS")]
+
+
+def test_second_run_changes_nothing(mac_site):
+    before = lab_host("BETA").process.get(comm="raylet").pid
+    run = run_playbook("site.yml", *EXTRA, env=ENV)
+    assert run.returncode == 0, str(run)
+    assert run.recap["BETA"]["changed"] == 0, str(run)
+    assert lab_host("BETA").process.get(comm="raylet").pid == before
+
+
+def test_plist_change_restarts_ray_with_proof(mac_site):
+    before = lab_host("BETA").process.get(comm="raylet").pid
+    run = run_playbook("site.yml", *EXTRA, "-e", "saf_ray_object_store_memory=300000000", "--limit", "ALPHA,BETA",
+                       env=ENV)
+    assert run.returncode == 0, str(run)
+    job = plistlib.loads(read_file("BETA", PLIST).encode())
+    assert "--object-store-memory=300000000" in job["ProgramArguments"]
+    assert lab_host("BETA").process.get(comm="raylet").pid != before
+    assert "Check a new raylet runs" in run.output
+
+
+# Install and check scenarios on BETA alone (the roles by themselves, not the whole site.yml).
+ONLY_BETA = [*EXTRA, "--limit", "BETA"]
+
+
+def fresh_beta() -> None:
+    install_mac_tree("BETA", darwin=True)
+
+
+def test_pyenv_build_without_lzma_fails_naming_it(mac_site):
+    fresh_beta()
+    write_json("BETA", f"{BREW}/bin/fake-pyenv.json",
+               {"builds": {"3.9.18": "/root/.pyenv/versions/3.9.18"}, "missing_libraries": ["xz"]})
+    run = run_playbook("tests/lab/macos/python_runtime.yml", *ONLY_BETA, env=ENV)
+    assert run.returncode != 0, str(run)
+    assert re.search(r"BETA: \S+/\.pyenv/versions/3\.9\.18/bin/python3 cannot import\s+lzma", run.output), str(run)
+
+
+def test_existing_interpreter_reports_unchanged(mac_site):
+    fresh_beta()
+    first = run_playbook("tests/lab/macos/python_runtime.yml", *ONLY_BETA, env=ENV)
+    assert first.returncode == 0 and first.recap["BETA"]["changed"] > 0, str(first)
+    second = run_playbook("tests/lab/macos/python_runtime.yml", *ONLY_BETA, env=ENV)
+    assert second.returncode == 0 and second.recap["BETA"]["changed"] == 0, str(second)
+
+
+def test_uv_installer(mac_site):
+    fresh_beta()
+    python = f"{MAC}/Users/saf/.local/share/uv/python/cpython-3.9.18-macos-aarch64-none/bin/python3"
+    run = run_playbook("tests/lab/macos/python_runtime.yml", *ONLY_BETA, "-e", "saf_python_installer=uv",
+                       "-e", f"saf_python_interpreter={python}", env=ENV)
+    assert run.returncode == 0, str(run)
+    brew = json.loads(read_file("BETA", f"{BREW}/bin/fake-brew.json"))
+    assert sorted(brew["installed"]) == ["uv"]
+    assert sh("BETA", f"{python} -c 'import lzma, ssl; print(1)'").strip() == "1"
+
+
+def test_homebrew_owned_by_root_is_refused(mac_site):
+    fresh_beta()
+    sh("BETA", f"chown -R root:root {BREW}")
+    run = run_playbook("tests/lab/macos/python_runtime.yml", *ONLY_BETA, env=ENV)
+    assert run.returncode != 0, str(run)
+    assert "brew is owned by root; Homebrew refuses to run as root" in run.output, str(run)
+
+
+def test_metal_check_fails_without_a_gpu(mac_site):
+    """The lab's MLX has no GPU backend: asking for the GPU must fail the play naming the host."""
+    run = run_playbook("tests/lab/macos/metal_check.yml", *ONLY_BETA, "-e", "saf_metal_check_device=gpu", env=ENV)
+    assert run.returncode != 0, str(run)
+    assert "no usable Metal device on BETA" in run.output, str(run)
+    assert "last exit code = 1" in run.output, str(run)
+    # The check is unloaded again: no job of it is left in launchd.
+    assert lab_exec("BETA", f"{MAC}/bin/launchctl", "print", "system/org.saf.ray.metal-check").returncode == 113
+
+
+STATUS = f"{MAC}/Applications/Tailscale.app/Contents/MacOS/fake-tailscale.json"
+
+
+@pytest.mark.parametrize("name, prepare, rc, expected", [
+    ("peer offline", lambda: [write_json(h, STATUS, {"status": tailscale_status(h, LAB_IPS, offline=("BETA",))})
+                              for h in ("ALPHA",)], 2, r"inventory host BETA\) is offline"),
+    ("peer absent", lambda: write_json("ALPHA", STATUS, {"status": tailscale_status("ALPHA", {"ALPHA": LAB_IPS["ALPHA"]})}),
+     2, r"inventory host BETA\) is not in this tailnet"),
+    ("relay only", lambda: [write_json(h, STATUS, {"status": tailscale_status(h, LAB_IPS),
+                                                   "ping": {ip: {"path": "relay"} for ip in LAB_IPS.values()}})
+                            for h in LAB_IPS], 0, r"ALPHA\s+BETA\s+198\.18\.0\.12\s+relay"),
+    ("CLI missing", lambda: sh("BETA", f"rm -rf {MAC}/Applications/Tailscale.app"), 2,
+     r"(?s)fatal: \[BETA\].*no Tailscale CLI found; searched"),
+])
+def test_tailscale_scenarios(mac_site, name, prepare, rc, expected):
+    for host in LAB_IPS:
+        install_mac_tree(host, darwin=host == "BETA")
+    prepare()
+    run = run_playbook("tests/lab/macos/network.yml", *EXTRA, env=ENV)
+    assert (run.returncode == 0) == (rc == 0), f"{name}:\n{run}"
+    assert re.search(expected, run.output), f"{name}: no match for {expected!r}\n{run}"
+
+
+def test_tailscale_cli_only_in_the_app_bundle(mac_site):
+    """Not on PATH, not in Homebrew: found in the app bundle and called by its full path."""
+    for host in LAB_IPS:
+        install_mac_tree(host, darwin=host == "BETA")
+    run = run_playbook("tests/lab/macos/network.yml", *EXTRA, "-v", env=ENV)
+    assert run.returncode == 0, str(run)
+    calls = read_file("BETA", f"{MAC}/Applications/Tailscale.app/Contents/MacOS/fake-tailscale-calls.jsonl")
+    assert ["status", "--json"] in [json.loads(line) for line in calls.splitlines()]
+    assert "Tailscale.app/Contents/MacOS/Tailscale" in run.output and "app_bundle" in run.output
