@@ -7,7 +7,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_FORCE_COLOR ?= 1
 
-.PHONY: demo test unit lint lab-up lab-down lab-status site verify verify-hosts reset clean
+.PHONY: demo test unit locks lint lab-up lab-down lab-status site verify verify-hosts reset clean
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ INVENTORY ?= inventory/lab
 ## verify-hosts: check every node from outside with testinfra (INVENTORY=inventory/studio for the Macs)
 verify-hosts: $(BIN)/.installed
 	$(BIN)/pytest verify --hosts='ansible://saf_cluster' --ansible-inventory=$(INVENTORY) --force-ansible
+
+## locks: (re)write the hash-pinned lock files in locks/ for every platform in locks/targets.yml
+locks: $(BIN)/.installed
+	$(BIN)/ansible-playbook playbooks/lock.yml
 
 unit: $(BIN)/.installed
 	$(BIN)/pytest tests/unit

@@ -119,11 +119,22 @@ def pmset_drift(settings, wanted):
     return drift
 
 
+def lock_name(requirements, uv_platform, python):
+    """File name (str) of the lock for ``requirements`` (list of pip requirement strings) on one
+    target: its uv platform, Python version and each requirement with extras, e.g.
+    ``x86_64-manylinux_2_35-py3.9.18_ray-default-2.49.2_mlx-cpu-0.29.1.txt``. Used by
+    playbooks/lock.yml to write locks/ and by node_env to find the node's lock.
+    """
+    parts = [re.sub(r"[\[\]=,<>!~ ]+", "-", str(r)).strip("-") for r in requirements]
+    return "%s-py%s_%s.txt" % (uv_platform, python, "_".join(parts))
+
+
 class FilterModule:
     """SAF filters."""
 
     def filters(self):
         return {
+            "lock_name": lock_name,
             "parity_report": parity_report,
             "pmset_drift": pmset_drift,
             "pmset_settings": pmset_settings,

@@ -9,7 +9,7 @@ known_hosts, strict host key checking.
 
 Usage (as root, stdlib only):
 
-    python3 lab/saflab.py up [--hosts N]     # N: env SAF_LAB_HOSTS, else 2 (1..6)
+    python3 lab/saflab.py up [--hosts N]     # N cluster hosts: env SAF_LAB_HOSTS, else 2 (1..6), plus PROBE
     python3 lab/saflab.py status             # exit 0 when every host answers SSH
     python3 lab/saflab.py exec HOST -- CMD   # run CMD inside HOST's namespaces
     python3 lab/saflab.py down               # remove everything the lab made
@@ -34,7 +34,11 @@ import sys
 import time
 from pathlib import Path
 
-HOST_NAMES = ("ALPHA", "BETA", "GAMMA", "DELTA", "EPSILON", "ZETA")
+CLUSTER_NAMES = ("ALPHA", "BETA", "GAMMA", "DELTA", "EPSILON", "ZETA")
+# One more host on the same bridge that is never in the cluster: the outsider on the "LAN" from
+# which Ray's ports must be unreachable (inventory group saf_probes).
+PROBE_NAME = "PROBE"
+HOST_NAMES = CLUSTER_NAMES + (PROBE_NAME,)
 DEFAULT_HOSTS = 2
 BRIDGE = "safbr0"
 SUBNET = "198.18.0.0/24"  # RFC 2544 benchmarking range: never a real address
@@ -162,6 +166,8 @@ class HostSpec:
 
 
 ALL_HOSTS = tuple(HostSpec(i) for i in range(len(HOST_NAMES)))
+CLUSTER_HOSTS = ALL_HOSTS[:len(CLUSTER_NAMES)]
+PROBE = ALL_HOSTS[-1]
 
 
 # --------------------------------------------------------------------------
@@ -589,13 +595,13 @@ class Lab:
 
     def up(self, count: int) -> None:
         """Bring the lab to exactly `count` healthy hosts, reusing healthy ones."""
-        wanted = list(ALL_HOSTS[:count])
+        wanted = list(CLUSTER_HOSTS[:count]) + [PROBE]
         self.prepare_state_dir()
         self.ensure_machine_dir(OPT_SAF)
         self.ensure_machine_dir(PRIVSEP_DIR)
         if bridge_nf_calls_iptables():
             print(f"note: br_netfilter is active (bridge-nf-call-iptables=1): {BRIDGE} traffic crosses iptables")
-        for spec in ALL_HOSTS[count:]:
+        for spec in CLUSTER_HOSTS[count:]:
             if self.is_present(spec):
                 print(spec.line("removing"), flush=True)
                 self.teardown_host(spec)
@@ -614,7 +620,7 @@ class Lab:
                 self.teardown_host(spec)
             self.build_host(spec)
         self.check_mesh(wanted)
-        print(f"lab up: {count} host(s); try: ssh -F {shlex.quote(str(self.ssh_config))} {wanted[0].short} hostname")
+        print(f"lab up: {count} cluster host(s) and {PROBE_NAME}; try: ssh -F {shlex.quote(str(self.ssh_config))} {wanted[0].short} hostname")
 
     def down(self) -> None:
         """Remove every lab host (recorded or stale), the bridge, dirs and state."""
@@ -691,8 +697,8 @@ def host_count(value: str) -> int:
         count = int(value)
     except ValueError:
         count = 0
-    if not 1 <= count <= len(HOST_NAMES):
-        raise argparse.ArgumentTypeError(f"host count must be 1..{len(HOST_NAMES)}, got {value!r}")
+    if not 1 <= count <= len(CLUSTER_NAMES):
+        raise argparse.ArgumentTypeError(f"host count must be 1..{len(CLUSTER_NAMES)}, got {value!r}")
     return count
 
 
@@ -702,7 +708,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="create or repair the lab (re-entrant)")
     up.add_argument("--hosts", type=host_count, default=None,
-                    help=f"number of hosts, 1..{len(HOST_NAMES)} (default: $SAF_LAB_HOSTS or {DEFAULT_HOSTS})")
+                    help=f"number of cluster hosts, 1..{len(CLUSTER_NAMES)} (default: $SAF_LAB_HOSTS or {DEFAULT_HOSTS}); "
+                         f"the outsider {PROBE_NAME} is always added")
     commands.add_parser("down", help="remove everything the lab made")
     commands.add_parser("status", help="show the hosts; exit 0 if all answer SSH")
     run_in = commands.add_parser("exec", help="run a command inside a host's namespaces")

@@ -38,11 +38,20 @@ def test_head_serves_the_gcs_on_its_address_and_the_dashboard_on_loopback(host, 
     assert not host.socket(f"tcp://{record['node_ip']}:8265").is_listening
 
 
-def test_ray_start_ran_with_the_macos_cluster_switch(host):
-    # The switch changes nothing on Linux, so look at what ran: the raylet's environment.
+def raylet_environ(host) -> list:
+    """The environment the raylet runs with, as NAME=value strings."""
     pid = host.process.get(comm="raylet").pid
     if host.system_info.type == "darwin":
-        environ = host.check_output(f"ps -E -ww -o command= -p {pid}").split()
-    else:
-        environ = host.check_output(f"tr '\\0' '\\n' < /proc/{pid}/environ").splitlines()
-    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1" in environ
+        return host.check_output(f"ps -E -ww -o command= -p {pid}").split()
+    return host.check_output(f"tr '\\0' '\\n' < /proc/{pid}/environ").splitlines()
+
+
+def test_ray_start_ran_with_the_macos_cluster_switch(host):
+    # The switch changes nothing on Linux, so look at what ran: the raylet's environment.
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1" in raylet_environ(host)
+
+
+def test_rays_version_check_is_not_switched_off(host):
+    # Parity is the fix: Ray's own check of Python and Ray versions stays on.
+    switch = "RAY_IGNORE_" + "VERSION_MISMATCH"
+    assert [v for v in raylet_environ(host) if v.startswith(switch + "=")] == []

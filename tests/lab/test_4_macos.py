@@ -56,13 +56,15 @@ def install_mac_tree(host: str, darwin: bool) -> None:
     sh(host, f"""
         pkill -f '[l]aunchctl __supervise' || true
         rm -rf {MAC}
-        mkdir -p {BREW}/bin {MAC}/bin {MAC}/usr/bin {MAC}/Library/LaunchDaemons {MAC}/doubles \
+        mkdir -p {BREW}/bin {MAC}/bin {MAC}/sbin {MAC}/etc/pf.anchors {MAC}/usr/bin {MAC}/Library/LaunchDaemons \
+                 {MAC}/doubles \
                  {MAC}/Applications/Tailscale.app/Contents/MacOS {MAC}/Users/saf
         {copy}/brew {BREW}/bin/brew
         {copy}/pyenv {MAC}/doubles/pyenv
         {copy}/uv {MAC}/doubles/uv
         {copy}/launchctl {MAC}/bin/launchctl
         {copy}/pmset {MAC}/usr/bin/pmset
+        {copy}/pfctl {MAC}/sbin/pfctl
         {copy}/tailscale {MAC}/Applications/Tailscale.app/Contents/MacOS/Tailscale
     """)
     state = {
@@ -76,6 +78,30 @@ def install_mac_tree(host: str, darwin: bool) -> None:
     }
     for path, content in state.items():
         write_json(host, path, content)
+    # Apple's default pf.conf (macOS 15), loading Apple's own anchors; the anchor file as shipped.
+    sh(host, f"""cat > {MAC}/etc/pf.conf <<'PF'
+#
+# Default PF configuration file.
+#
+scrub-anchor "com.apple/*"
+nat-anchor "com.apple/*"
+rdr-anchor "com.apple/*"
+dummynet-anchor "com.apple/*"
+anchor "com.apple/*"
+load anchor "com.apple" from "{MAC}/etc/pf.anchors/com.apple"
+PF
+cat > {MAC}/etc/pf.anchors/com.apple <<'PF'
+#
+# com.apple anchor point
+#
+scrub-anchor "100.InternetSharing/*"
+nat-anchor "100.InternetSharing/*"
+rdr-anchor "100.InternetSharing/*"
+anchor "200.AirDrop/*"
+anchor "250.ApplicationFirewall/*"
+anchor "300.NetworkLinkConditioner/*"
+anchor "400.AirPlay/*"
+PF""")
     # Homebrew belongs to an unprivileged account; brew must be run as that account.
     sh(host, f"chown -R nobody:nogroup {BREW}" + (f" && touch {MAC}/FORCE_DARWIN_FACTS" if darwin else ""))
 
@@ -143,6 +169,17 @@ def test_plist_runs_ray_under_launchd(mac_site):
     raylet = lab_host("BETA").process.get(comm="raylet")
     ancestors = sh("BETA", f"p={raylet.pid}; while [ $p -gt 1 ]; do echo $p; p=$(ps -o ppid= -p $p | tr -d ' '); done")
     assert str(job_pid) in ancestors.split(), (job_pid, ancestors)
+
+
+def test_pf_anchor_loaded(mac_site):
+    """The anchor is in pf.conf, loaded into (the double's) pf, and pf is enabled."""
+    conf = read_file("BETA", f"{MAC}/etc/pf.conf")
+    assert 'anchor "org.saf.ray"' in conf and 'load anchor "org.saf.ray"' in conf
+    assert 'anchor "com.apple/*"' in conf  # Apple's own lines are left alone
+    rules = sh("BETA", f"{MAC}/sbin/pfctl -a org.saf.ray -s rules").splitlines()
+    assert rules[-1].startswith("block drop in quick proto tcp from any to any port {")
+    assert "from { 198.18.0.11, 198.18.0.12 }" in rules[1] and "11000:11999" in rules[1]
+    assert sh("BETA", f"{MAC}/sbin/pfctl -s info").strip() == "Status: Enabled"
 
 
 def test_power_settings_applied(mac_site):

@@ -31,9 +31,10 @@ def saflab(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
 
 
 def wanted_hosts() -> int:
-    """At least 2 hosts, and never fewer than the lab (or SAF_LAB_HOSTS) has."""
+    """At least 2 cluster hosts, and never fewer than the lab (or SAF_LAB_HOSTS) has (PROBE,
+    the outsider, is always added and does not count)."""
     try:
-        recorded = len(json.loads((STATE / "lab.json").read_text())["hosts"])
+        recorded = len(set(json.loads((STATE / "lab.json").read_text())["hosts"]) - {"probe"})
     except (OSError, ValueError, KeyError):
         recorded = 0
     return max(2, recorded, int(os.environ.get("SAF_LAB_HOSTS", "2")))

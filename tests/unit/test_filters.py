@@ -177,3 +177,13 @@ def test_a_missing_key_or_section_is_drift_with_current_none():
     assert pmset_drift({"sleep": "0"}, {"sleep": 0, "womp": 1}) == [{"key": "womp", "current": None, "wanted": "1"}]
     assert pmset_drift(None, {"sleep": 0}) == [{"key": "sleep", "current": None, "wanted": "0"}]
     assert pmset_drift({"sleep": "0"}, None) == []
+
+
+def test_lock_name_carries_platform_python_and_every_requirement():
+    from saf import lock_name
+
+    name = lock_name(["ray[default]==2.49.2", "mlx[cpu]==0.29.1"], "x86_64-manylinux_2_35", "3.9.18")
+    assert name == "x86_64-manylinux_2_35-py3.9.18_ray-default-2.49.2_mlx-cpu-0.29.1.txt"
+    # Another extra, Python or platform is another lock.
+    assert lock_name(["ray==2.49.2", "mlx==0.29.1"], "aarch64-apple-darwin", "3.9.23") == \
+        "aarch64-apple-darwin-py3.9.23_ray-2.49.2_mlx-0.29.1.txt"

@@ -79,7 +79,8 @@ def test_address_scan_itself(text, found):
 
 
 def test_no_addresses_outside_documentation_ranges():
-    hits = {name: addresses_outside_allowed(text) for name, text in FILES.items()}
+    this = str(Path(__file__).relative_to(REPO))  # its own examples above
+    hits = {name: addresses_outside_allowed(text) for name, text in FILES.items() if name != this}
     assert {name: found for name, found in hits.items() if found} == {}
 
 
