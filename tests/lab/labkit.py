@@ -101,11 +101,20 @@ def verified(provisioned):
     return run, json.loads(report_path.read_text())
 
 
-def lab_exec(name: str, *command: str, timeout: float = 60) -> subprocess.CompletedProcess:
+def lab_exec(name: str, *command: str, timeout: float = 60, input: str | None = None) -> subprocess.CompletedProcess:
     """Run ``command`` inside lab host ``name``'s namespaces (nsenter, no SSH): for injecting
-    faults SSH cannot, such as taking the host's link down."""
+    faults SSH cannot, such as taking the host's link down. ``input`` goes to its stdin.
+
+    The host has its own /tmp: a repo checked out under /tmp is not visible inside it, so files
+    of the repo reach a host through ``input`` (see :func:`put_file`), never by path."""
     return subprocess.run([sys.executable, str(REPO / "lab" / "saflab.py"), "exec", name, "--", *command],
-                          capture_output=True, text=True, timeout=timeout, check=False)
+                          capture_output=True, text=True, timeout=timeout, check=False, input=input)
+
+
+def put_file(name: str, path: str, content: str, mode: str = "0644") -> None:
+    """Write ``content`` to ``path`` inside lab host ``name`` (its own view of the file system)."""
+    proc = lab_exec(name, "sh", "-c", f'cat > "$1" && chmod {mode} "$1"', "sh", path, input=content)
+    assert proc.returncode == 0, f"{name}: cannot write {path}: {proc.stderr}"
 
 
 def raylet_pid(name: str) -> int:

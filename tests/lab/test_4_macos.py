@@ -18,7 +18,7 @@ import shlex
 
 import pytest
 
-from labkit import REPO, lab_exec, lab_host, run_playbook
+from labkit import REPO, lab_exec, lab_host, put_file, run_playbook
 
 MAC = "/opt/saf/macos"
 BREW = f"{MAC}/opt/homebrew"
@@ -52,21 +52,17 @@ def tailscale_status(me: str, peers: dict, offline: tuple = ()) -> dict:
 
 def install_mac_tree(host: str, darwin: bool) -> None:
     """Lay out a Mac's paths under ``host``'s /opt/saf/macos with the test doubles in place."""
-    copy = f"install -m 0755 {DOUBLES / 'bin'}"
     sh(host, f"""
         pkill -f '[l]aunchctl __supervise' || true
         rm -rf {MAC}
         mkdir -p {BREW}/bin {MAC}/bin {MAC}/sbin {MAC}/etc/pf.anchors {MAC}/usr/bin {MAC}/Library/LaunchDaemons \
-                 {MAC}/doubles \
-                 {MAC}/Applications/Tailscale.app/Contents/MacOS {MAC}/Users/saf
-        {copy}/brew {BREW}/bin/brew
-        {copy}/pyenv {MAC}/doubles/pyenv
-        {copy}/uv {MAC}/doubles/uv
-        {copy}/launchctl {MAC}/bin/launchctl
-        {copy}/pmset {MAC}/usr/bin/pmset
-        {copy}/pfctl {MAC}/sbin/pfctl
-        {copy}/tailscale {MAC}/Applications/Tailscale.app/Contents/MacOS/Tailscale
+                 {MAC}/doubles {MAC}/Applications/Tailscale.app/Contents/MacOS {MAC}/Users/saf
     """)
+    for double, path in {"brew": f"{BREW}/bin/brew", "pyenv": f"{MAC}/doubles/pyenv", "uv": f"{MAC}/doubles/uv",
+                         "launchctl": f"{MAC}/bin/launchctl", "pmset": f"{MAC}/usr/bin/pmset",
+                         "pfctl": f"{MAC}/sbin/pfctl",
+                         "tailscale": f"{MAC}/Applications/Tailscale.app/Contents/MacOS/Tailscale"}.items():
+        put_file(host, path, (DOUBLES / "bin" / double).read_text(), mode="0755")
     state = {
         f"{BREW}/bin/fake-brew.json": {"installed": {}, "provides": {"pyenv": f"{MAC}/doubles/pyenv",
                                                                     "uv": f"{MAC}/doubles/uv"}},
@@ -107,7 +103,7 @@ PF""")
 
 
 def write_json(host: str, path: str, content: dict) -> None:
-    sh(host, f"cat > {shlex.quote(path)} <<'JSON'\n{json.dumps(content, indent=1)}\nJSON")
+    put_file(host, path, json.dumps(content, indent=1))
 
 
 def read_file(host: str, path: str) -> str:

@@ -16,18 +16,19 @@ from labkit import REPO, lab_exec, run_playbook
 NODES = {"ALPHA": "198.18.0.11", "BETA": "198.18.0.12"}
 FILES = REPO / "roles" / "ray_port_exposure" / "files"
 # roles/saf/defaults/main.yml: the fixed ports, and the worker range.
-FIXED = {6380, 6381, 6382, 6383, 6384, 6385, 52365, 10001}
+FIXED = {6380, 6381, 6382, 6383, 6384, 6385, 52365, 10001, 44217, 44227}
 WORKERS = range(11000, 12000)
 
 
 def ray_sockets(host: str) -> list:
-    proc = lab_exec(host, "/opt/saf/venv/bin/python", str(FILES / "ray_sockets.py"), "/opt/saf/ray/tmp")
+    proc = lab_exec(host, "/opt/saf/venv/bin/python", "-", "/opt/saf/ray/tmp",
+                    input=(FILES / "ray_sockets.py").read_text())
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
 
 def probe(source: str, targets: list) -> dict:
-    proc = lab_exec(source, "python3", str(FILES / "tcp_probe.py"), "3", *targets)
+    proc = lab_exec(source, "python3", "-", "3", *targets, input=(FILES / "tcp_probe.py").read_text())
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -50,7 +51,7 @@ def test_every_ray_port_is_a_fixed_one(cluster, host):
     assert {p for p in ports if p not in FIXED and p not in WORKERS} == set()
     assert {6381, 6382, 6383, 6384, 6385, 52365} <= ports
     if host == "ALPHA":
-        assert {6380, 10001} <= ports  # GCS and Ray Client: head node only
+        assert {6380, 44217, 44227} <= ports  # GCS, autoscaler and dashboard metrics: head node only
 
 
 @pytest.mark.parametrize("host, peer", [("ALPHA", "BETA"), ("BETA", "ALPHA")])
