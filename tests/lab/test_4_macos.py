@@ -240,6 +240,16 @@ def test_existing_interpreter_reports_unchanged(mac_site):
     assert second.returncode == 0 and second.recap["BETA"]["changed"] == 0, str(second)
 
 
+def test_homebrew_runs_as_its_owner_when_the_play_uses_become(mac_site):
+    """With --become every task runs as root unless told otherwise; brew (which refuses root)
+    still runs as the prefix's owner."""
+    fresh_beta()
+    run = run_playbook("tests/lab/macos/python_runtime.yml", *ONLY_BETA, "--become", env=ENV)
+    assert run.returncode == 0, str(run)
+    brew = json.loads(read_file("BETA", f"{BREW}/bin/fake-brew.json"))
+    assert sorted(brew["installed"]) == ["openssl@3", "pyenv", "readline", "xz", "zlib"]
+
+
 def test_uv_installer(mac_site):
     fresh_beta()
     python = f"{MAC}/Users/saf/.local/share/uv/python/cpython-3.9.18-macos-aarch64-none/bin/python3"
