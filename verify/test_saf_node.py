@@ -1,57 +1,173 @@
-"""What every SAF node must look like from outside once site.yml has run."""
+"""What every SAF node must look like from outside once site.yml has run, judged against the
+inventory (the ``wanted`` fixture in conftest.py). testinfra runs each spec once per host of --hosts."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shlex
 
 import pytest
 
+EVERY, HEAD = "every node", "head node"
+ALL = "*"  # all interfaces: 0.0.0.0 and/or ::
+# Ray's ports, from roles/saf/defaults/main.yml, where each listens and on which addresses.
+# Ray 2.49.2 binds its servers to all interfaces whatever --node-ip-address says: the gRPC servers
+# (GCS, raylet, object manager, workers, the agent's gRPC) on the dual-stack wildcard (ss shows *),
+# the Python agents and Prometheus exporters on 0.0.0.0 unless the node IP is 127.0.0.1
+# (ray/dashboard/agent.py, dashboard/http_server_agent.py, _private/runtime_env/agent/main.py,
+# dashboard/head.py, autoscaler/_private/monitor.py). Only the Ray Client server binds the node IP,
+# and 127.0.0.1 besides (util/client/server/proxier.py); the dashboard binds --dashboard-host.
+# That is why the firewall (roles/cluster_firewall) guards the ports rather than the addresses.
+PORTS = {
+    "saf_ray_gcs_port": (HEAD, ALL),
+    "saf_ray_client_server_port": (HEAD, "node and loopback"),
+    "saf_ray_dashboard_port": (HEAD, "saf_ray_dashboard_host"),
+    "saf_ray_autoscaler_metrics_port": (HEAD, ALL),
+    "saf_ray_dashboard_metrics_port": (HEAD, ALL),
+    "saf_ray_node_manager_port": (EVERY, ALL),
+    "saf_ray_object_manager_port": (EVERY, ALL),
+    "saf_ray_runtime_env_agent_port": (EVERY, ALL),
+    "saf_ray_dashboard_agent_grpc_port": (EVERY, ALL),
+    "saf_ray_dashboard_agent_port": (EVERY, ALL),
+    "saf_ray_metrics_export_port": (EVERY, ALL),
+}
 
-def test_interpreter_is_the_pinned_release(host, record):
-    version = host.check_output(f"{shlex.quote(record['interpreter'])} -c 'import platform; print(platform.python_version())'")
-    assert version == record["runtime"]["python"]
+
+def wanted_addresses(wanted, binds) -> set:
+    if binds == "node and loopback":
+        return {wanted["saf_node_ip"], "127.0.0.1"}
+    if binds == "saf_ray_dashboard_host":
+        host = wanted["saf_ray_dashboard_host"]
+        return {ALL if host in ("0.0.0.0", "::") else host}
+    return {binds}
 
 
-def test_venv_imports_ray_and_mlx_at_the_pinned_versions(host, record):
+def node_ports(wanted) -> set:
+    """The ports this node's Ray is configured to listen on (head-only ones only on the head)."""
+    return {wanted[var] for var, (where, _) in PORTS.items() if where == EVERY or wanted["head"]}
+
+
+# --- The runtime tuple ----------------------------------------------------------------------------
+
+def test_interpreter_is_the_pinned_release(host, name, wanted):
+    """The interpreter at saf_python_interpreter reports exactly saf_python_version: Ray refuses a
+    node whose Python patch release differs from the head's, so parity is exact."""
+    interpreter = wanted["saf_python_interpreter"]
+    version = host.check_output(f"{shlex.quote(interpreter)} -c 'import platform; print(platform.python_version())'")
+    assert version == wanted["saf_python_version"], f"{name}: {interpreter} is Python {version}"
+
+
+def test_venv_imports_ray_and_mlx_at_the_pinned_versions(host, name, wanted):
+    """The venv (saf_venv_dir) runs saf_python_version and imports ray at saf_ray_version and
+    mlx.core at saf_mlx_version: the tuple the parity gate holds every node to."""
     script = "import json, platform, ray, mlx.core as mx; print(json.dumps([platform.python_version(), ray.__version__, mx.__version__]))"
-    seen = json.loads(host.check_output(f"{record['venv']}/bin/python -c {shlex.quote(script)}"))
-    assert seen == [record["runtime"]["python"], record["runtime"]["ray"], record["runtime"]["mlx"]]
+    python = f"{wanted['saf_venv_dir']}/bin/python"
+    seen = json.loads(host.check_output(f"{shlex.quote(python)} -c {shlex.quote(script)}"))
+    pins = [wanted["saf_python_version"], wanted["saf_ray_version"], wanted["saf_mlx_version"]]
+    assert seen == pins, f"{name}: {python} has Python, Ray, MLX {seen}; the inventory pins {pins}"
 
 
-def test_raylet_runs_with_the_recorded_address(host, record):
-    raylet = host.process.get(comm="raylet")
-    assert f"--node_ip_address={record['node_ip']}" in raylet.args
-    assert f"--gcs-address={record['gcs_address']}" in raylet.args
-    assert raylet.user == host.user().name
+def test_start_record_agrees_with_the_inventory(name, wanted, record):
+    """The record site.yml wrote (<saf_root_dir>/ray/start.json) says it started Ray with the
+    inventory's pins, paths, addresses and role."""
+    seen = {"python": record["runtime"]["python"], "ray": record["runtime"]["ray"], "mlx": record["runtime"]["mlx"],
+            "interpreter": record["interpreter"], "venv": record["venv"], "node_ip": record["node_ip"],
+            "gcs_address": record["gcs_address"], "head": record["head"]}
+    want = {"python": wanted["saf_python_version"], "ray": wanted["saf_ray_version"], "mlx": wanted["saf_mlx_version"],
+            "interpreter": wanted["saf_python_interpreter"], "venv": wanted["saf_venv_dir"],
+            "node_ip": wanted["saf_node_ip"], "gcs_address": wanted["gcs_address"], "head": wanted["head"]}
+    differs = {k: f"record {seen[k]!r}, inventory {want[k]!r}" for k in want if seen[k] != want[k]}
+    assert differs == {}, f"{name}: the start record differs from the inventory: {differs}"
 
 
-def test_head_serves_the_gcs_on_its_address_and_the_dashboard_on_loopback(host, record):
-    if not record["head"]:
-        pytest.skip(f"{host.backend.hostname} is a worker node: no GCS, no dashboard")
-    port = record["gcs_address"].rsplit(":", 1)[1]
-    listening = host.socket.get_listening_sockets()
-    assert any(s.endswith(f":{port}") for s in listening), listening
-    dashboard = [arg for arg in record["argv"] if arg.startswith("--dashboard-host=")]
-    assert dashboard == ["--dashboard-host=127.0.0.1"]
-    assert host.socket("tcp://127.0.0.1:8265").is_listening
-    assert not host.socket(f"tcp://{record['node_ip']}:8265").is_listening
+# --- Ray's processes ------------------------------------------------------------------------------
+
+def ray_arguments(wanted, program) -> list:
+    """The flags, in Ray's own spelling, that roles/ray_node/tasks/command_line.yml's `ray start` passes on."""
+    if program == "gcs_server":
+        return [f"--node-ip-address={wanted['saf_node_ip']}", f"--gcs_server_port={wanted['saf_ray_gcs_port']}",
+                f"--metrics-agent-port={wanted['saf_ray_dashboard_agent_grpc_port']}"]
+    return [f"--node_ip_address={wanted['saf_node_ip']}", f"--gcs-address={wanted['gcs_address']}",
+            f"--node_manager_port={wanted['saf_ray_node_manager_port']}",
+            f"--object_manager_port={wanted['saf_ray_object_manager_port']}",
+            f"--min_worker_port={wanted['saf_ray_min_worker_port']}",
+            f"--max_worker_port={wanted['saf_ray_max_worker_port']}",
+            f"--runtime_env_agent_port={wanted['saf_ray_runtime_env_agent_port']}",
+            f"--metrics_export_port={wanted['saf_ray_metrics_export_port']}",
+            f"--metrics-agent-port={wanted['saf_ray_dashboard_agent_grpc_port']}",
+            f"--temp_dir={wanted['saf_ray_temp_dir']}"]
 
 
-def raylet_environ(host) -> list:
-    """The environment the raylet runs with, as NAME=value strings."""
-    pid = host.process.get(comm="raylet").pid
-    if host.system_info.type == "darwin":
-        return host.check_output(f"ps -E -ww -o command= -p {pid}").split()
-    return host.check_output(f"tr '\\0' '\\n' < /proc/{pid}/environ").splitlines()
+def the_process(name, ray_procs, program):
+    found = [p for p in ray_procs if p.program == program]
+    assert len(found) == 1, f"{name}: {len(found)} {program} processes of this cluster (if Ray is restarting, retry in 30 s)"
+    return found[0]
 
 
-def test_ray_start_ran_with_the_macos_cluster_switch(host):
-    # The switch changes nothing on Linux, so look at what ran: the raylet's environment.
-    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1" in raylet_environ(host)
+@pytest.mark.parametrize("program", ["raylet", "gcs_server"])
+def test_ray_runs_as_the_intended_user_with_the_intended_arguments(name, wanted, ray_procs, ray_uid, program):
+    """Exactly one raylet (every node) and one gcs_server (head node) of this cluster run as the
+    Ray user (saf_ray_user if the inventory sets it, else the SSH user: the launchd/systemd job's
+    account, or the account `ray start` runs as in the lab) with the inventory's address and ports."""
+    if program == "gcs_server" and not wanted["head"]:
+        pytest.skip(f"{name} is a worker node: the GCS runs on the head node only")
+    proc = the_process(name, ray_procs, program)
+    assert proc.uid == ray_uid, f"{name}: {program} runs as uid {proc.uid}, not {wanted['ray_user']} ({ray_uid})"
+    args = proc.args.split()
+    missing = [flag for flag in ray_arguments(wanted, program) if flag not in args]
+    assert missing == [], f"{name}: {program} (pid {proc.pid}) lacks {missing}"
 
 
-def test_rays_version_check_is_not_switched_off(host):
-    # Parity is the fix: Ray's own check of Python and Ray versions stays on.
+def test_ray_start_ran_with_the_macos_cluster_switch(name, ray_procs, environ_of):
+    """RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 is in the raylet's environment: Ray refuses a multi-node
+    cluster on macOS without it (it changes nothing on Linux, so look at what ran)."""
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1" in environ_of(the_process(name, ray_procs, "raylet").pid), name
+
+
+def test_rays_version_check_is_not_switched_off(name, ray_procs, environ_of):
+    """Parity is the fix: Ray's own check of Python and Ray versions stays on (README, Security)."""
     switch = "RAY_IGNORE_" + "VERSION_MISMATCH"
-    assert [v for v in raylet_environ(host) if v.startswith(switch + "=")] == []
+    env = environ_of(the_process(name, ray_procs, "raylet").pid)
+    assert [v for v in env if v.startswith(switch + "=")] == [], name
+
+
+# --- Listening sockets ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("port_var", list(PORTS))
+def test_each_configured_port_listens_where_ray_binds_it(name, wanted, listeners, port_var):
+    """Each port of roles/saf/defaults/main.yml (as the inventory sets it) listens on its node,
+    on exactly the addresses Ray binds it to (see PORTS)."""
+    where, binds = PORTS[port_var]
+    if where == HEAD and not wanted["head"]:
+        pytest.skip(f"{name} is a worker node: {port_var} is the head node's")
+    port = wanted[port_var]
+    seen = {s.address for s in listeners if s.port == port}
+    want = wanted_addresses(wanted, binds)
+    assert seen == want, f"{name}: {port_var} {port} listens on {sorted(seen) or 'nothing'}, not {sorted(want)}"
+
+
+def test_the_dashboard_is_on_loopback_only(name, wanted, listeners):
+    """Ray has no authentication and the dashboard's Jobs API runs code: whatever the inventory
+    says, the dashboard listens on loopback addresses only (README, Security)."""
+    if not wanted["head"]:
+        pytest.skip(f"{name} is a worker node: the dashboard runs on the head node only")
+    seen = {s.address for s in listeners if s.port == wanted["saf_ray_dashboard_port"]}
+    assert seen and all(a != ALL and ipaddress.ip_address(a).is_loopback for a in seen), \
+        f"{name}: the dashboard ({wanted['saf_ray_dashboard_port']}) listens on {sorted(seen) or 'nothing'}"
+
+
+def test_no_ray_process_listens_outside_the_configured_ports(name, wanted, ray_procs, listeners):
+    """No process of this cluster (see conftest.cluster_processes) listens on a TCP port other than
+    the configured ones and the worker range saf_ray_min_worker_port..saf_ray_max_worker_port: the
+    firewall (roles/cluster_firewall) guards exactly those and leaves other ports alone, so a stray
+    Ray port is open to anyone. A ray:// client shows up here: the Ray Client proxy starts a server
+    for it on 23000-23999 (ray/util/client/server/proxier.py)."""
+    pids = {p.pid for p in ray_procs}
+    ours = [s for s in listeners if s.pids & pids]
+    raylet = the_process(name, ray_procs, "raylet")
+    assert any(raylet.pid in s.pids for s in ours), f"{name}: no socket seen for the raylet: can the SSH user see Ray's processes?"
+    workers = range(wanted["saf_ray_min_worker_port"], wanted["saf_ray_max_worker_port"] + 1)
+    stray = [f"{s.address}:{s.port} (pid {sorted(s.pids & pids)})" for s in ours
+             if s.port not in node_ports(wanted) and s.port not in workers]
+    assert stray == [], f"{name}: Ray listens outside the configured ports: {stray}"

@@ -4,7 +4,13 @@
 from __future__ import annotations
 
 import ast
+import glob
+import importlib
+import json
 import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -17,6 +23,11 @@ MODULES = [saf_mlx_probe, saf_ray_membership, saf_tailscale_check]
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LIBRARY_DIR = os.path.join(REPO_ROOT, 'library')
 MODULE_UTILS_DIR = os.path.join(REPO_ROOT, 'module_utils')
+# Every module in library/, found by name so a new one is covered without editing this file.
+LIBRARY_MODULES = sorted(os.path.basename(path)[:-3] for path in glob.glob(os.path.join(LIBRARY_DIR, '*.py')))
+ANSIBLE_DOC = os.path.join(os.path.dirname(sys.executable), 'ansible-doc')
+if not os.path.exists(ANSIBLE_DOC):
+    ANSIBLE_DOC = shutil.which('ansible-doc') or ANSIBLE_DOC
 
 
 def compare_options(doc_options, spec, where):
@@ -59,6 +70,28 @@ def test_examples_and_return_parse(module):
         assert entry.get('description'), key
         assert entry.get('type'), key
         assert entry.get('returned'), key
+
+
+def test_every_library_module_is_checked_here():
+    assert LIBRARY_MODULES == sorted(m.__name__ for m in MODULES)
+
+
+@pytest.mark.parametrize('name', LIBRARY_MODULES)
+def test_ansible_doc_renders_the_module(name):
+    """`ansible-doc -M library <module>` (what a user reads) renders the module's page and exits 0,
+    and its JSON form (-j) lists exactly the options of the module's ARGUMENT_SPEC."""
+    def ansible_doc(*args):
+        return subprocess.run([ANSIBLE_DOC, '-M', 'library'] + list(args) + [name], cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=120)
+
+    text = ansible_doc()
+    assert text.returncode == 0, text.stderr
+    assert name in text.stdout and 'OPTIONS' in text.stdout, text.stdout
+    as_json = ansible_doc('-j')
+    assert as_json.returncode == 0, as_json.stderr
+    doc = json.loads(as_json.stdout)[name]['doc']
+    assert doc['filename'] == os.path.join(LIBRARY_DIR, name + '.py')
+    assert set(doc['options']) == set(importlib.import_module(name).ARGUMENT_SPEC)
 
 
 @pytest.mark.parametrize('path', [
