@@ -10,6 +10,8 @@ known_hosts, strict host key checking.
 Usage (as root, stdlib only):
 
     python3 lab/saflab.py up [--hosts N]     # N cluster hosts: env SAF_LAB_HOSTS, else 2 (1..6), plus PROBE
+    python3 lab/saflab.py add HOST...        # bring up just these hosts, leave the others (molecule's create)
+    python3 lab/saflab.py remove HOST...     # tear down just these hosts and their files (molecule's destroy)
     python3 lab/saflab.py status             # exit 0 when every host answers SSH
     python3 lab/saflab.py exec HOST -- CMD   # run CMD inside HOST's namespaces
     python3 lab/saflab.py down               # remove everything the lab made
@@ -602,25 +604,66 @@ class Lab:
         if bridge_nf_calls_iptables():
             print(f"note: br_netfilter is active (bridge-nf-call-iptables=1): {BRIDGE} traffic crosses iptables")
         for spec in CLUSTER_HOSTS[count:]:
-            if self.is_present(spec):
-                print(spec.line("removing"), flush=True)
-                self.teardown_host(spec)
-                shutil.rmtree(self.host_dir(spec), ignore_errors=True)
-        self.save_record()
-        self.ensure_bridge()
-        for spec in wanted:
-            self.write_host_files(spec)
-        self.write_client_files(wanted)
-        for spec in wanted:
-            if self.is_healthy(spec):
-                print(spec.line("up (already running)"), flush=True)
+            if spec in wanted or self.is_added(spec):
                 continue
             if self.is_present(spec):
-                print(spec.line("stale: cleaning up"), flush=True)
-                self.teardown_host(spec)
-            self.build_host(spec)
-        self.check_mesh(wanted)
+                self.remove_host(spec)
+        self.save_record()
+        self.ensure_bridge()
+        self.start_hosts(wanted)
         print(f"lab up: {count} cluster host(s) and {PROBE_NAME}; try: ssh -F {shlex.quote(str(self.ssh_config))} {wanted[0].short} hostname")
+
+    def add(self, specs: list[HostSpec]) -> None:
+        """Bring up just these hosts, reusing healthy ones; `up` leaves them alone afterwards."""
+        self.prepare_state_dir()
+        self.ensure_machine_dir(OPT_SAF)
+        self.ensure_machine_dir(PRIVSEP_DIR)
+        self.ensure_bridge()
+        self.start_hosts(specs, added=True)
+        print(f"lab add: {', '.join(spec.name for spec in specs)} up")
+
+    def remove(self, specs: list[HostSpec]) -> None:
+        """Tear down just these hosts and delete their files; the last host out takes the lab down."""
+        for spec in specs:
+            if self.is_present(spec) or self.host_dir(spec).exists():
+                self.remove_host(spec)
+            else:
+                print(spec.line("not present"), flush=True)
+        self.save_record()
+        remaining = self.recorded_specs()
+        if remaining:
+            self.write_client_files(remaining)
+        else:
+            self.down()
+
+    def is_added(self, spec: HostSpec) -> bool:
+        """True for a host brought up by `add` (and so not `up`'s to remove)."""
+        return bool((self.host_record(spec) or {}).get("added"))
+
+    def remove_host(self, spec: HostSpec) -> None:
+        """Tear one host down and delete its state directory (its /tmp and /opt/saf)."""
+        print(spec.line("removing"), flush=True)
+        self.teardown_host(spec)
+        shutil.rmtree(self.host_dir(spec), ignore_errors=True)
+        print(spec.line("removed"), flush=True)
+
+    def start_hosts(self, specs: list[HostSpec], added: bool = False) -> None:
+        """Build every host of specs that is not healthy, then check they reach each other."""
+        for spec in specs:
+            self.write_host_files(spec)
+        self.write_client_files(sorted(set(specs) | set(self.recorded_specs()), key=lambda spec: spec.index))
+        for spec in specs:
+            if self.is_healthy(spec):
+                print(spec.line("up (already running)"), flush=True)
+            else:
+                if self.is_present(spec):
+                    print(spec.line("stale: cleaning up"), flush=True)
+                    self.teardown_host(spec)
+                self.build_host(spec)
+            if added:
+                self.record["hosts"][spec.short]["added"] = True
+                self.save_record()
+        self.check_mesh(specs)
 
     def down(self) -> None:
         """Remove every lab host (recorded or stale), the bridge, dirs and state."""
@@ -669,7 +712,7 @@ class Lab:
 
     def exec_argv(self, host: str, command: list[str]) -> list[str]:
         """nsenter command line running `command` inside all of a host's namespaces."""
-        spec = next((s for s in ALL_HOSTS if host.lower() in (s.short, s.hostname.lower())), None)
+        spec = find_host(host)
         if spec is None:
             raise LabError(f"unknown host {host!r}; hosts: {', '.join(HOST_NAMES)}")
         init_pid = self.init_pid(spec)
@@ -702,6 +745,19 @@ def host_count(value: str) -> int:
     return count
 
 
+def host_spec(value: str) -> HostSpec:
+    """argparse type: a lab host by name (alpha, ALPHA or ALPHA.local)."""
+    spec = find_host(value)
+    if spec is None:
+        raise argparse.ArgumentTypeError(f"unknown host {value!r}; hosts: {', '.join(HOST_NAMES)}")
+    return spec
+
+
+def find_host(name: str) -> HostSpec | None:
+    """The lab host called name (any case, with or without .local), if there is one."""
+    return next((spec for spec in ALL_HOSTS if name.lower() in (spec.short, spec.hostname.lower())), None)
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(prog="saflab.py", description=__doc__.split("\n\n")[0])
@@ -710,6 +766,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     up.add_argument("--hosts", type=host_count, default=None,
                     help=f"number of cluster hosts, 1..{len(CLUSTER_NAMES)} (default: $SAF_LAB_HOSTS or {DEFAULT_HOSTS}); "
                          f"the outsider {PROBE_NAME} is always added")
+    for command, verb in (("add", "bring up just these hosts, leaving the others as they are"),
+                          ("remove", "tear down just these hosts and delete their files")):
+        hosts = commands.add_parser(command, help=verb)
+        hosts.add_argument("hosts", nargs="+", type=host_spec, metavar="HOST", help=f"one of {', '.join(HOST_NAMES)}")
     commands.add_parser("down", help="remove everything the lab made")
     commands.add_parser("status", help="show the hosts; exit 0 if all answer SSH")
     run_in = commands.add_parser("exec", help="run a command inside a host's namespaces")
@@ -741,6 +801,10 @@ def main(argv: list[str]) -> int:
         with machine_lock():
             if args.command == "up":
                 Lab(STATE_DIR).up(args.hosts)
+            elif args.command == "add":
+                Lab(STATE_DIR).add(sorted(set(args.hosts), key=lambda spec: spec.index))
+            elif args.command == "remove":
+                Lab(STATE_DIR).remove(sorted(set(args.hosts), key=lambda spec: spec.index))
             else:
                 Lab(STATE_DIR).down()
     except LabError as exc:

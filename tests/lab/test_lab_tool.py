@@ -32,9 +32,10 @@ def saflab(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
 
 def wanted_hosts() -> int:
     """At least 2 cluster hosts, and never fewer than the lab (or SAF_LAB_HOSTS) has (PROBE,
-    the outsider, is always added and does not count)."""
+    the outsider, is always added and does not count, nor do hosts brought up by ``add``)."""
     try:
-        recorded = len(set(json.loads((STATE / "lab.json").read_text())["hosts"]) - {"probe"})
+        hosts = json.loads((STATE / "lab.json").read_text())["hosts"]
+        recorded = len([name for name, entry in hosts.items() if name != "probe" and not entry.get("added")])
     except (OSError, ValueError, KeyError):
         recorded = 0
     return max(2, recorded, int(os.environ.get("SAF_LAB_HOSTS", "2")))
@@ -155,3 +156,25 @@ def test_up_again_is_a_no_op() -> None:
     for name in ("ALPHA", "BETA"):
         assert any(line.startswith(name) and "up (already running)" in line for line in result.stdout.splitlines())
     assert json.loads((STATE / "lab.json").read_text())["hosts"] == before
+
+
+def test_add_and_remove_touch_only_the_named_hosts() -> None:
+    """molecule's create and destroy: ZETA comes and goes; the lab's own hosts keep running (same
+    init PIDs), `up` leaves an added host alone, and `remove` deletes the host's files too."""
+    before = json.loads((STATE / "lab.json").read_text())["hosts"]
+    added = saflab("add", "zeta")
+    try:
+        assert added.returncode == 0, added.stdout + added.stderr
+        zeta = saflab("exec", "zeta", "--", "sh", "-c", "hostname; echo kept > /opt/saf/marker")
+        assert zeta.returncode == 0 and zeta.stdout.splitlines()[0] == "ZETA.local", zeta.stdout + zeta.stderr
+        up = saflab("up", "--hosts", str(wanted_hosts()))
+        assert up.returncode == 0 and "ZETA" not in up.stdout, up.stdout + up.stderr
+        assert saflab("status").returncode == 0
+    finally:
+        removed = saflab("remove", "zeta")
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    after = json.loads((STATE / "lab.json").read_text())["hosts"]
+    assert after == before
+    assert not (STATE / "hosts" / "zeta").exists()
+    assert saflab("remove", "zeta").returncode == 0  # twice is fine
+    assert "unknown host" in saflab("add", "omega").stderr
