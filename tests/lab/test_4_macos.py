@@ -18,92 +18,13 @@ import shlex
 
 import pytest
 
-from labkit import REPO, lab_exec, lab_host, put_file, run_playbook
+from labkit import REPO, lab_exec, lab_host, run_playbook
+from macos_doubles import BREW, DOUBLES, MAC, install_mac_tree, remove_mac_tree, sh, tailscale_status, write_json
 
-MAC = "/opt/saf/macos"
-BREW = f"{MAC}/opt/homebrew"
-DOUBLES = REPO / "tests" / "doubles"
 EXTRA = ["-e", "@tests/lab/macos/overrides.yml"]
 ENV = {"ANSIBLE_LIBRARY": f"{REPO / 'library'}:{DOUBLES / 'modules'}"}
 LAB_IPS = {"ALPHA": "198.18.0.11", "BETA": "198.18.0.12"}
 PLIST = f"{MAC}/Library/LaunchDaemons/org.saf.ray.plist"
-
-
-def sh(host: str, script: str, timeout: float = 120) -> str:
-    """Run ``script`` with sh inside lab host ``host``; fail the test when it fails."""
-    proc = lab_exec(host, "sh", "-ec", script, timeout=timeout)
-    assert proc.returncode == 0, f"{host}: {script}\n{proc.stdout}{proc.stderr}"
-    return proc.stdout
-
-
-def tailscale_status(me: str, peers: dict, offline: tuple = ()) -> dict:
-    """A ``tailscale status --json`` document for ``me`` in a tailnet of ``peers`` ({name: IPv4})."""
-    def node(index, name, ip):
-        return {"ID": f"n{index}", "PublicKey": f"nodekey:{index:064x}", "HostName": name,
-                "DNSName": f"{name.lower()}.tailnet-0000.ts.net.", "OS": "macOS", "UserID": 1,
-                "TailscaleIPs": [ip, f"fd7a:115c:a1e0::{index}"], "Online": name not in offline,
-                "Active": True, "CurAddr": f"{ip}:41641", "Relay": "fra", "LastSeen": "2026-11-29T10:00:00Z"}
-    nodes = {name: node(i + 1, name, ip) for i, (name, ip) in enumerate(sorted(peers.items()))}
-    return {"Version": "1.86.2-t0000", "BackendState": "Running", "TailscaleIPs": nodes[me]["TailscaleIPs"],
-            "Self": nodes[me], "MagicDNSSuffix": "tailnet-0000.ts.net",
-            "Peer": {n["PublicKey"]: n for name, n in nodes.items() if name != me},
-            "User": {"1": {"ID": 1, "LoginName": "operator@example.com", "DisplayName": "Operator"}}}
-
-
-def install_mac_tree(host: str, darwin: bool) -> None:
-    """Lay out a Mac's paths under ``host``'s /opt/saf/macos with the test doubles in place."""
-    sh(host, f"""
-        pkill -f '[l]aunchctl __supervise' || true
-        rm -rf {MAC}
-        mkdir -p {BREW}/bin {MAC}/bin {MAC}/sbin {MAC}/etc/pf.anchors {MAC}/usr/bin {MAC}/Library/LaunchDaemons \
-                 {MAC}/doubles {MAC}/Applications/Tailscale.app/Contents/MacOS {MAC}/Users/saf
-    """)
-    for double, path in {"brew": f"{BREW}/bin/brew", "pyenv": f"{MAC}/doubles/pyenv", "uv": f"{MAC}/doubles/uv",
-                         "launchctl": f"{MAC}/bin/launchctl", "pmset": f"{MAC}/usr/bin/pmset",
-                         "pfctl": f"{MAC}/sbin/pfctl",
-                         "tailscale": f"{MAC}/Applications/Tailscale.app/Contents/MacOS/Tailscale"}.items():
-        put_file(host, path, (DOUBLES / "bin" / double).read_text(), mode="0755")
-    state = {
-        f"{BREW}/bin/fake-brew.json": {"installed": {}, "provides": {"pyenv": f"{MAC}/doubles/pyenv",
-                                                                    "uv": f"{MAC}/doubles/uv"}},
-        f"{BREW}/bin/fake-pyenv.json": {"builds": {"3.9.18": "/root/.pyenv/versions/3.9.18"}},
-        f"{BREW}/bin/fake-uv.json": {"builds": {"3.9.18": "/root/.pyenv/versions/3.9.18"},
-                                     "platform": "macos-aarch64-none"},
-        f"{MAC}/Applications/Tailscale.app/Contents/MacOS/fake-tailscale.json": {
-            "status": tailscale_status(host, LAB_IPS)},
-    }
-    for path, content in state.items():
-        write_json(host, path, content)
-    # Apple's default pf.conf (macOS 15), loading Apple's own anchors; the anchor file as shipped.
-    sh(host, f"""cat > {MAC}/etc/pf.conf <<'PF'
-#
-# Default PF configuration file.
-#
-scrub-anchor "com.apple/*"
-nat-anchor "com.apple/*"
-rdr-anchor "com.apple/*"
-dummynet-anchor "com.apple/*"
-anchor "com.apple/*"
-load anchor "com.apple" from "{MAC}/etc/pf.anchors/com.apple"
-PF
-cat > {MAC}/etc/pf.anchors/com.apple <<'PF'
-#
-# com.apple anchor point
-#
-scrub-anchor "100.InternetSharing/*"
-nat-anchor "100.InternetSharing/*"
-rdr-anchor "100.InternetSharing/*"
-anchor "200.AirDrop/*"
-anchor "250.ApplicationFirewall/*"
-anchor "300.NetworkLinkConditioner/*"
-anchor "400.AirPlay/*"
-PF""")
-    # Homebrew belongs to an unprivileged account; brew must be run as that account.
-    sh(host, f"chown -R nobody:nogroup {BREW}" + (f" && touch {MAC}/FORCE_DARWIN_FACTS" if darwin else ""))
-
-
-def write_json(host: str, path: str, content: dict) -> None:
-    put_file(host, path, json.dumps(content, indent=1))
 
 
 def read_file(host: str, path: str) -> str:
@@ -114,12 +35,12 @@ def read_file(host: str, path: str) -> str:
 def mac_lab(lab):
     """BETA forced to macOS, ALPHA Linux with a Tailscale CLI; removed again afterwards."""
     for host in LAB_IPS:
-        install_mac_tree(host, darwin=host == "BETA")
+        install_mac_tree(host, darwin=host == "BETA", peers=LAB_IPS)
     yield
     # Unload the Ray LaunchDaemon (or its supervisor would start Ray again), then the plain lab.
     run = run_playbook("playbooks/reset.yml", *EXTRA, env=ENV)
     for host in LAB_IPS:
-        sh(host, f"rm -rf {MAC}")
+        remove_mac_tree(host)
     assert run.returncode == 0, str(run)
     restored = run_playbook("site.yml")
     assert restored.returncode == 0, f"site.yml did not restore the Linux lab:\n{restored}"
@@ -220,7 +141,7 @@ ONLY_BETA = [*EXTRA, "--limit", "BETA"]
 
 
 def fresh_beta() -> None:
-    install_mac_tree("BETA", darwin=True)
+    install_mac_tree("BETA", darwin=True, peers=LAB_IPS)
 
 
 def test_pyenv_build_without_lzma_fails_naming_it(mac_site):
@@ -295,7 +216,7 @@ STATUS = f"{MAC}/Applications/Tailscale.app/Contents/MacOS/fake-tailscale.json"
 ])
 def test_tailscale_scenarios(mac_site, name, prepare, rc, expected):
     for host in LAB_IPS:
-        install_mac_tree(host, darwin=host == "BETA")
+        install_mac_tree(host, darwin=host == "BETA", peers=LAB_IPS)
     prepare()
     run = run_playbook("tests/lab/macos/network.yml", *EXTRA, env=ENV)
     assert (run.returncode == 0) == (rc == 0), f"{name}:\n{run}"
@@ -305,7 +226,7 @@ def test_tailscale_scenarios(mac_site, name, prepare, rc, expected):
 def test_tailscale_cli_only_in_the_app_bundle(mac_site):
     """Not on PATH, not in Homebrew: found in the app bundle and called by its full path."""
     for host in LAB_IPS:
-        install_mac_tree(host, darwin=host == "BETA")
+        install_mac_tree(host, darwin=host == "BETA", peers=LAB_IPS)
     run = run_playbook("tests/lab/macos/network.yml", *EXTRA, "-v", env=ENV)
     assert run.returncode == 0, str(run)
     calls = read_file("BETA", f"{MAC}/Applications/Tailscale.app/Contents/MacOS/fake-tailscale-calls.jsonl")
