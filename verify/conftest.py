@@ -53,6 +53,15 @@ def literal_vars(hostvars: dict) -> dict:
         pending = {k: v for k, v in pending.items() if k not in done}
 
 
+def pytest_configure(config):
+    """The areas a spec belongs to; molecule scenarios pick theirs with -m."""
+    for marker, what in (("inventory", "the node is the host the inventory names"),
+                         ("python", "the pinned interpreter"), ("venv", "the venv with Ray and MLX"),
+                         ("ray", "the running Ray node: processes, arguments, environment, sockets"),
+                         ("firewall", "the packet filter guarding Ray's ports")):
+        config.addinivalue_line("markers", f"{marker}: {what}")
+
+
 @pytest.fixture(scope="module")
 def name(host) -> str:
     """The node's inventory name, for failure messages."""
@@ -62,7 +71,7 @@ def name(host) -> str:
 @pytest.fixture(scope="module")
 def wanted(host, name) -> dict:
     """What this node must run: the saf_* variables as site.yml sees them (see the module docstring),
-    plus ``head``, ``gcs_address`` and ``ray_user`` (saf_ray_user if the inventory sets it, else the SSH user)."""
+    plus ``head``, ``gcs_address``, ``cluster_addresses`` (every saf_cluster node's address) and ``ray_user`` (saf_ray_user if the inventory sets it, else the SSH user)."""
     hostvars = dict(host.ansible.get_variables())
     want = literal_vars(hostvars)
     head = hostvars["groups"]["ray_head"][0]
@@ -76,6 +85,9 @@ def wanted(host, name) -> dict:
         head_ip = literal_vars(dict(host.backend.ansible_runner.get_variables(head))).get("saf_node_ip")
     if not head_ip:  # the head's address comes from Tailscale: take the one this node's record names
         head_ip = read_record(host, name, want["saf_root_dir"])["gcs_address"].rsplit(":", 1)[0]
+    want["cluster_addresses"] = [
+        want["saf_node_ip"] if node == name else literal_vars(dict(host.backend.ansible_runner.get_variables(node))).get("saf_node_ip")
+        for node in hostvars["groups"]["saf_cluster"]]
     want["head"] = head == name
     want["gcs_address"] = f"{head_ip}:{want['saf_ray_gcs_port']}"
     want["ray_user"] = want.get("saf_ray_user") or host.user().name

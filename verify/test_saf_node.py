@@ -50,6 +50,7 @@ def node_ports(wanted) -> set:
 
 # --- The runtime tuple ----------------------------------------------------------------------------
 
+@pytest.mark.python
 def test_interpreter_is_the_pinned_release(host, name, wanted):
     """The interpreter at saf_python_interpreter reports exactly saf_python_version: Ray refuses a
     node whose Python patch release differs from the head's, so parity is exact."""
@@ -58,6 +59,7 @@ def test_interpreter_is_the_pinned_release(host, name, wanted):
     assert version == wanted["saf_python_version"], f"{name}: {interpreter} is Python {version}"
 
 
+@pytest.mark.venv
 def test_venv_imports_ray_and_mlx_at_the_pinned_versions(host, name, wanted):
     """The venv (saf_venv_dir) runs saf_python_version and imports ray at saf_ray_version and
     mlx.core at saf_mlx_version: the tuple the parity gate holds every node to."""
@@ -68,6 +70,7 @@ def test_venv_imports_ray_and_mlx_at_the_pinned_versions(host, name, wanted):
     assert seen == pins, f"{name}: {python} has Python, Ray, MLX {seen}; the inventory pins {pins}"
 
 
+@pytest.mark.ray
 def test_start_record_agrees_with_the_inventory(name, wanted, record):
     """The record site.yml wrote (<saf_root_dir>/ray/start.json) says it started Ray with the
     inventory's pins, paths, addresses and role."""
@@ -105,6 +108,7 @@ def the_process(name, ray_procs, program):
     return found[0]
 
 
+@pytest.mark.ray
 @pytest.mark.parametrize("program", ["raylet", "gcs_server"])
 def test_ray_runs_as_the_intended_user_with_the_intended_arguments(name, wanted, ray_procs, ray_uid, program):
     """Exactly one raylet (every node) and one gcs_server (head node) of this cluster run as the
@@ -119,12 +123,14 @@ def test_ray_runs_as_the_intended_user_with_the_intended_arguments(name, wanted,
     assert missing == [], f"{name}: {program} (pid {proc.pid}) lacks {missing}"
 
 
+@pytest.mark.ray
 def test_ray_start_ran_with_the_macos_cluster_switch(name, ray_procs, environ_of):
     """RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 is in the raylet's environment: Ray refuses a multi-node
     cluster on macOS without it (it changes nothing on Linux, so look at what ran)."""
     assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1" in environ_of(the_process(name, ray_procs, "raylet").pid), name
 
 
+@pytest.mark.ray
 def test_rays_version_check_is_not_switched_off(name, ray_procs, environ_of):
     """Parity is the fix: Ray's own check of Python and Ray versions stays on (README, Security)."""
     switch = "RAY_IGNORE_" + "VERSION_MISMATCH"
@@ -134,6 +140,7 @@ def test_rays_version_check_is_not_switched_off(name, ray_procs, environ_of):
 
 # --- Listening sockets ----------------------------------------------------------------------------
 
+@pytest.mark.ray
 @pytest.mark.parametrize("port_var", list(PORTS))
 def test_each_configured_port_listens_where_ray_binds_it(name, wanted, listeners, port_var):
     """Each port of roles/saf/defaults/main.yml (as the inventory sets it) listens on its node,
@@ -147,6 +154,7 @@ def test_each_configured_port_listens_where_ray_binds_it(name, wanted, listeners
     assert seen == want, f"{name}: {port_var} {port} listens on {sorted(seen) or 'nothing'}, not {sorted(want)}"
 
 
+@pytest.mark.ray
 def test_the_dashboard_is_on_loopback_only(name, wanted, listeners):
     """Ray has no authentication and the dashboard's Jobs API runs code: whatever the inventory
     says, the dashboard listens on loopback addresses only (README, Security)."""
@@ -157,6 +165,7 @@ def test_the_dashboard_is_on_loopback_only(name, wanted, listeners):
         f"{name}: the dashboard ({wanted['saf_ray_dashboard_port']}) listens on {sorted(seen) or 'nothing'}"
 
 
+@pytest.mark.ray
 def test_no_ray_process_listens_outside_the_configured_ports(name, wanted, ray_procs, listeners):
     """No process of this cluster (see conftest.cluster_processes) listens on a TCP port other than
     the configured ones and the worker range saf_ray_min_worker_port..saf_ray_max_worker_port: the
