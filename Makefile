@@ -7,7 +7,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_FORCE_COLOR ?= 1
 
-.PHONY: demo test unit locks lint lab-up lab-down lab-status site verify verify-hosts reset clean
+.PHONY: demo test molecule unit locks lint lab-up lab-down lab-status site verify verify-hosts reset clean
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,18 @@ reset: $(BIN)/.installed
 test: $(BIN)/.installed lint lab-up
 	$(BIN)/pytest
 	$(MAKE) verify-hosts
+
+## molecule: `molecule test --all` in every role that has scenarios (roles/*/molecule/), on lab hosts
+## of their own (DELTA, EPSILON, ZETA: a running demo lab is left alone). Slower than `make test`
+## (about 20 min); CI runs both. One role: make molecule ROLES=ray_node
+ROLES ?= $(patsubst roles/%/molecule/,%,$(wildcard roles/*/molecule/))
+molecule: $(BIN)/.installed
+	@failed=""; for role in $(ROLES); do \
+	  echo "== molecule test --all: $$role"; \
+	  (cd roles/$$role && molecule test --all) || failed="$$failed $$role"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "molecule: scenarios failed in:$$failed"; exit 1; fi; \
+	echo "molecule: every scenario of $(words $(ROLES)) roles passed"
 
 INVENTORY ?= inventory/lab
 ## verify-hosts: check every node from outside with testinfra (INVENTORY=inventory/studio for the Macs)
