@@ -7,7 +7,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_FORCE_COLOR ?= 1
 
-.PHONY: demo test molecule unit locks lint lab-up lab-down lab-status site verify verify-hosts reset clean
+.PHONY: demo test molecule bench unit locks lint lab-up lab-down lab-status site verify verify-hosts reset clean
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,12 @@ molecule: $(BIN)/.installed
 	done; \
 	if [ -n "$$failed" ]; then echo "molecule: scenarios failed in:$$failed"; exit 1; fi; \
 	echo "molecule: every scenario of $(words $(ROLES)) roles passed"
+
+## bench: after `make demo`, time SAF against `ray up` and a hand-run floor on the lab, as ratios
+## (prints a table, writes reports/bench.json; about 35 min; see docs/performance.md).
+## Needs rsync (apt-get install rsync). BENCH_ARGS="--rounds 3 --only cold,rerun" for a part.
+bench: $(BIN)/.installed
+	$(BIN)/python tests/bench/saf_bench.py $(BENCH_ARGS)
 
 INVENTORY ?= inventory/lab
 ## verify-hosts: check every node from outside with testinfra (INVENTORY=inventory/studio for the Macs)

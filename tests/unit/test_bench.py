@@ -1,0 +1,47 @@
+"""The pure parts of the benchmark harness (tests/bench/saf_bench.py): what `ray up` is given, how
+restarts and ratios are counted, and the verdict table."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import saf_bench  # noqa: E402  (the harness is a script, not a package)
+
+RECORDS = {
+    "ALPHA": {"argv": ["/opt/saf/venv/bin/ray", "start", "--head", "--port=6380", "--node-ip-address=198.18.0.11"],
+              "environment": {"AUTOSCALER_METRIC_PORT": "44217"}},
+    "BETA": {"argv": ["/opt/saf/venv/bin/ray", "start", "--address=198.18.0.11:6380", "--node-ip-address=198.18.0.12"],
+             "environment": {"HOME": "/root"}},
+}
+
+
+def test_rayup_config_runs_safs_own_ray_start(tmp_path):
+    nodes = (saf_bench.HEAD, saf_bench.WORKERS[0])
+    config = yaml.safe_load(saf_bench.rayup_config(nodes, RECORDS, tmp_path / "c.yaml").read_text())
+    assert config["provider"] == {"type": "local", "head_ip": "198.18.0.11", "worker_ips": ["198.18.0.12"]}
+    assert config["min_workers"] == config["max_workers"] == 1
+    head = config["head_start_ray_commands"][-1]
+    assert head.startswith("env AUTOSCALER_METRIC_PORT=44217 /opt/saf/venv/bin/ray start --head --port=6380")
+    assert head.endswith("--autoscaling-config=~/ray_bootstrap_config.yaml")
+    worker = config["worker_start_ray_commands"][-1]
+    assert "--address=198.18.0.11:6380" in worker and "--node-ip-address" not in worker
+
+
+def test_restarts_count_node_ids_that_changed():
+    assert saf_bench.restarted(["a", "b"], ["a", "b"]) == 0
+    assert saf_bench.restarted(["a", "b"], ["a", "c"]) == 1
+    assert saf_bench.restarted(["a", "b"], ["c", "d"]) == 2
+
+
+def test_table_marks_missed_targets():
+    text = saf_bench.table({"cold_start_vs_rayup": 0.5, "gflops_fidelity": 0.6, "rerun_ray_restarts": 0})
+    rows = {line.split()[0]: line.split()[-1] for line in text.splitlines()[2:]}
+    assert rows == {"cold_start_vs_rayup": "yes", "rerun_ray_restarts": "yes", "gflops_fidelity": "NO"}
+
+
+def test_ratio():
+    assert saf_bench.ratio(3.0, 4.0) == 0.75
