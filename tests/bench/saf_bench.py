@@ -150,6 +150,7 @@ def start_alive_poll(count: int, timeout: float = ALIVE_TIMEOUT) -> subprocess.P
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proc.stdin.write(POLL_ALIVE)
     proc.stdin.close()
+    proc.stdin = None  # sent whole; communicate() must not touch it again
     return proc
 
 
@@ -360,6 +361,7 @@ def probe_adhoc(worker: Node, size: int, iterations: int = 5) -> tuple:
 # warm-up, perf_counter around the product and mx.eval), and numpy's matmul the same way.
 IN_PROCESS = r"""
 import json, statistics, sys, time
+sys.path.append(sys.argv[3])  # numpy, installed for the bench beside the venv (not a Ray/MLX dependency)
 import mlx.core as mx
 import numpy as np
 n, iterations = int(sys.argv[1]), int(sys.argv[2])
@@ -381,14 +383,36 @@ print(json.dumps({"mlx_gflops": flop / statistics.median(mlx_s) / 1e9, "numpy_gf
 """
 
 
+NUMPY_DIR = "/opt/saf/bench/numpy"
+NUMPY_VERSION = "2.0.2"  # the last numpy for Python 3.9
+
+
+def install_numpy(node: Node) -> None:
+    """numpy for the reference figure, in a directory of its own on the node (the venv stays as SAF
+    built it). The lab has no internet: the wheel goes through the controller, as SAF's do."""
+    if ssh(node, f"test -d {NUMPY_DIR}/numpy && echo yes || true").strip() == "yes":
+        return
+    python = json.loads(ssh(node, f"cat {START_RECORD}"))["runtime"]["python"]
+    cache = Path.home() / ".cache" / "saf" / "bench-wheels"
+    run([sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(cache), "--only-binary=:all:",
+         "--python-version", python, "--platform", "manylinux2014_x86_64", f"numpy=={NUMPY_VERSION}"], timeout=600)
+    wheel = next(cache.glob(f"numpy-{NUMPY_VERSION}-cp{''.join(python.split('.')[:2])}-*.whl"))
+    copy = subprocess.run(ssh_argv(node, f"mkdir -p /opt/saf/bench && cat > /opt/saf/bench/{wheel.name}"),
+                          input=wheel.read_bytes(), capture_output=True, timeout=300, check=False)
+    if copy.returncode != 0:
+        raise BenchError(f"{node.name}: cannot copy {wheel.name}: {copy.stderr.decode(errors='replace')}")
+    ssh(node, f"{NODE_PYTHON} -m pip install --quiet --no-index --target {NUMPY_DIR} /opt/saf/bench/{wheel.name}")
+
+
 def gflops_fidelity(rounds: int, default_size: int) -> dict:
     worker = WORKERS[0]
+    install_numpy(worker)
     sizes = {}
     for size in SIZES:
         module, mlx, numpy = [], [], []
         for _ in range(rounds):
             module.append(probe_adhoc(worker, size)[1]["gflops"])
-            reference = node_python(worker, IN_PROCESS, size, 5)
+            reference = node_python(worker, IN_PROCESS, size, 5, NUMPY_DIR)
             mlx.append(reference["mlx_gflops"])
             numpy.append(reference["numpy_gflops"])
         sizes[str(size)] = {"module_gflops": median(module), "in_process_mlx_gflops": median(mlx),
