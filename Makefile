@@ -46,7 +46,7 @@ molecule: $(BIN)/.installed
 	echo "molecule: every scenario of $(words $(ROLES)) roles passed"
 
 ## bench: after `make demo`, time SAF against `ray up` and a hand-run floor on the lab, as ratios
-## (prints a table, writes reports/bench.json; about 35 min; see docs/performance.md).
+## (prints a table, writes reports/bench.json; about 25 min; see docs/performance.md).
 ## Needs rsync (apt-get install rsync). BENCH_ARGS="--rounds 3 --only cold,rerun" for a part.
 bench: $(BIN)/.installed
 	$(BIN)/python tests/bench/saf_bench.py $(BENCH_ARGS)
