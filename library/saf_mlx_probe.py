@@ -8,12 +8,15 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 module: saf_mlx_probe
-short_description: Run an MLX matmul as a Ray task pinned to one worker node and check where and how it ran
+short_description: Run an MLX matmul as a Ray task pinned to each worker node and check where and how it ran
 description:
   - Connects to the Ray cluster as a driver (run it on the Ray head node, under the cluster venv's Python),
-    selects one Alive node by its Ray node IP (O(node_address)) or by its hostname (O(expected_hostname)),
+    selects each target's Alive node by its Ray node IP (O(node_address)) or by its hostname (O(expected_hostname)),
     and runs an N x N float32 MLX matrix product there as a Ray task pinned with
     C(NodeAffinitySchedulingStrategy) with C(soft=False) and C(num_cpus=1).
+  - One target (O(expected_hostname)), or several (O(workers)) with one driver connection; every task is
+    submitted before any result is awaited, and one wait of at most O(timeout) covers them all, so three
+    workers take about the time of one.
   - The task times O(iterations) products (each with C(mx.eval) inside the timed region, after one untimed
     warm-up), reports GFLOPS from the median time, and checks O(sample) entries of the product against a
     float64 reference with the rigorous float32 dot-product error bound gamma_n = n*u/(1-n*u), u = 2**-24
@@ -55,8 +58,8 @@ options:
       - Hostname the worker node should report (C(socket.gethostname) inside the task), e.g. V(BETA.local).
       - Compared after normalisation (lower case, first label only, trailing dot dropped).
       - Used to select the target node when O(node_address) is not given.
+      - One of O(expected_hostname) and O(workers) is required; they are mutually exclusive.
     type: str
-    required: true
   node_address:
     description:
       - Select the target node by its Ray node IP (C(NodeManagerAddress) in C(ray.nodes)).
@@ -67,6 +70,24 @@ options:
       - Inventory name of the target node, used in messages and in RV(host).
       - Defaults to O(expected_hostname).
     type: str
+  workers:
+    description:
+      - Several targets, probed at the same time; the result lists them in RV(workers), in this order.
+      - Mutually exclusive with O(expected_hostname), O(node_address) and O(host).
+    type: list
+    elements: dict
+    suboptions:
+      host:
+        description: Inventory name of the worker node, used in messages.
+        type: str
+        required: true
+      expected_hostname:
+        description: As O(expected_hostname), for this worker.
+        type: str
+        required: true
+      node_address:
+        description: As O(node_address), for this worker.
+        type: str
   matrix_size:
     description:
       - N of the N x N float32 matrices multiplied.
@@ -84,8 +105,8 @@ options:
     default: 16
   timeout:
     description:
-      - Overall time limit in seconds, covering connection, scheduling and the run.
-      - When the task has no result in time it is force-cancelled and the module fails.
+      - Overall time limit in seconds, covering connection, scheduling and the run of every task.
+      - A task with no result in time is force-cancelled and the module fails naming its worker.
     type: float
     default: 120
   require_gpu:
@@ -121,6 +142,16 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: "{{ beta_probe.host }}: {{ beta_probe.gflops | round(1) }} GFLOPS on {{ beta_probe.device }}"
 
+- name: Probe every worker at once, with one bounded wait
+  saf_mlx_probe:
+    gcs_address: "{{ ray_head_ip }}:6379"
+    driver_node_ip: "{{ ray_head_ip }}"
+    workers:
+      - {host: beta, expected_hostname: BETA.local, node_address: 192.0.2.2}
+      - {host: gamma, expected_hostname: GAMMA.local, node_address: 192.0.2.3}
+    timeout: 120
+  register: probes
+
 - name: Lab (MLX CPU backend), select the worker by hostname, small matrices
   saf_mlx_probe:
     gcs_address: 198.51.100.1:6379
@@ -131,14 +162,27 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+workers:
+  description:
+    - With O(workers), one entry per worker in the order given, with the per-target fields below
+      (RV(host) to RV(passed), RV(passed) always present) and C(msg), the worker's own failure.
+  returned: with O(workers)
+  type: list
+  elements: dict
+  sample: [{host: beta, expected_hostname: BETA.local, executed_on: BETA.local, gflops: 214.7, passed: true}]
+run_seconds:
+  description: Seconds from submitting the tasks to the end of the one wait for their results.
+  returned: when tasks were submitted
+  type: float
+  sample: 0.8
 host:
   description: Inventory name of the target node (O(host), or O(expected_hostname)).
-  returned: always
+  returned: with one target
   type: str
   sample: beta
 expected_hostname:
   description: The O(expected_hostname) given.
-  returned: always
+  returned: with one target
   type: str
   sample: BETA.local
 target_node_id:
@@ -270,8 +314,10 @@ max_error_ratio:
   type: float
   sample: 0.0046
 passed:
-  description: Whether every check passed (node ID, hostname, product, GPU when required).
-  returned: when the task ran
+  description:
+    - Whether every check passed (node ID, hostname, product, GPU when required).
+    - With O(workers), whether every worker passed.
+  returned: when the task ran, and always with O(workers)
   type: bool
   sample: true
 """
@@ -304,9 +350,18 @@ PROBE_SEED = 20250929
 ARGUMENT_SPEC = dict(
     gcs_address=dict(type='str', required=True),
     driver_node_ip=dict(type='str', required=True),
-    expected_hostname=dict(type='str', required=True),
+    expected_hostname=dict(type='str'),
     node_address=dict(type='str'),
     host=dict(type='str'),
+    workers=dict(
+        type='list',
+        elements='dict',
+        options=dict(
+            host=dict(type='str', required=True),
+            expected_hostname=dict(type='str', required=True),
+            node_address=dict(type='str'),
+        ),
+    ),
     matrix_size=dict(type='int', default=1024),
     iterations=dict(type='int', default=5),
     sample=dict(type='int', default=16),
@@ -314,32 +369,98 @@ ARGUMENT_SPEC = dict(
     require_gpu=dict(type='bool', default=False),
 )
 
+MUTUALLY_EXCLUSIVE = [('workers', 'expected_hostname'), ('workers', 'node_address'), ('workers', 'host')]
+REQUIRED_ONE_OF = [('workers', 'expected_hostname')]
 
-def _check_params(params, host):
+
+def _targets(params):
+    """The nodes to probe, as ``[{host, expected_hostname, node_address}]`` in the order given."""
+    if params['workers'] is not None:
+        return [dict(item) for item in params['workers']]
+    return [dict(host=params['host'] or params['expected_hostname'],
+                 expected_hostname=params['expected_hostname'], node_address=params['node_address'])]
+
+
+def _check_params(params, label):
     """Return a failure message for out-of-range options, or None."""
+    if params['workers'] is not None and not params['workers']:
+        return 'workers must list at least one worker node, got an empty list'
     for name, low in (('matrix_size', 1), ('iterations', 1), ('sample', 1)):
         if params[name] < low:
-            return '%s: %s must be >= %d, got %d' % (host, name, low, params[name])
+            return '%s: %s must be >= %d, got %d' % (label, name, low, params[name])
     if not params['timeout'] > 0:
-        return '%s: timeout must be > 0 seconds, got %s' % (host, params['timeout'])
+        return '%s: timeout must be > 0 seconds, got %s' % (label, params['timeout'])
+    hosts = [target['host'] for target in _targets(params)]
+    twice = sorted(set(host for host in hosts if hosts.count(host) > 1))
+    if twice:
+        return '%s: workers lists %s more than once' % (label, ', '.join(twice))
     return None
 
 
-def run_probe(module):
-    """Do the work; return ``(error_message_or_None, result_dict)``. Always disconnects."""
-    params = module.params
-    host = params['host'] or params['expected_hostname']
-    result = dict(changed=False, host=host, expected_hostname=params['expected_hostname'])
+def _timeout_message(cluster, row, target, params):
+    """Why a task had no result in time: the target node's free resources, or an over-long matmul."""
+    available = cluster.available_resources(row['target_node_id'])
+    if available is None:
+        free = 'unknown'
+    else:
+        # Ray leaves a resource out of the per-node map when none of it is free.
+        free = 'CPU %g of %g; all available: %s' % (
+            available.get('CPU', 0.0), (target.get('Resources') or {}).get('CPU', 0.0), available)
+    return ('%s: the MLX probe task did not finish within %g s on Ray node %s (%s): either the node '
+            'had no free resources for num_cpus=1 (available there: %s) or the %dx%d matmul ran '
+            'longer than the timeout; the task was cancelled'
+            % (row['host'], params['timeout'], row['target_node_id'], row['node_address'], free,
+               params['matrix_size'], params['matrix_size']))
 
-    problem = _check_params(params, host)
+
+def _report_fields(report):
+    """The per-worker result fields taken from the task's report."""
+    return dict(
+        executed_on=report.get('hostname'),
+        node_id=report.get('node_id'),
+        device=report.get('device'),
+        device_kind=report.get('device_kind'),
+        versions=report.get('versions'),
+        matrix_size=report.get('matrix_size'),
+        iterations=report.get('iterations'),
+        seconds=report.get('seconds'),
+        median_seconds=report.get('median_seconds'),
+        gflops=report.get('gflops'),
+        checked_entries=report.get('checked'),
+        max_abs_error=report.get('max_abs_error'),
+        error_bound=report.get('error_bound'),
+        max_error_ratio=report.get('max_error_ratio'),
+    )
+
+
+def run_probes(module):
+    """Do the work; return ``(error_message_or_None, result_dict, rows)``. Always disconnects.
+
+    ``rows`` has one dict per target (its RV(workers) entry); ``msg`` in a row is its own failure.
+    Every task is submitted before any result is awaited, and one wait of at most O(timeout)
+    (counted from the start, connection included) covers them all.
+    """
+    params = module.params
+    targets = _targets(params)
+    label = ', '.join(target['host'] or target['expected_hostname'] or '?' for target in targets)
+    rows = [dict(host=target['host'], expected_hostname=target['expected_hostname'], passed=False)
+            for target in targets]
+    result = dict(changed=False)
+
+    def fail_all(message):
+        for row in rows:
+            row['msg'] = message
+        return message, result, rows
+
+    problem = _check_params(params, label)
     if problem:
-        return problem, result
+        return fail_all(problem)
 
     try:
         import_ray()
     except ImportError:
         result['exception'] = traceback.format_exc()
-        return '%s: %s' % (host, missing_required_lib('ray')), result
+        return fail_all('%s: %s' % (label, missing_required_lib('ray')))
 
     timeout = params['timeout']
     deadline = time.monotonic() + timeout
@@ -348,83 +469,90 @@ def run_probe(module):
         try:
             cluster = connect(params['gcs_address'], params['driver_node_ip'], timeout)
         except (ConnectError, ValueError) as exc:
-            return ('%s: cannot connect to the Ray cluster at %s as a driver on %s: %s'
-                    % (host, params['gcs_address'], params['driver_node_ip'], exc)), result
+            return fail_all('%s: cannot connect to the Ray cluster at %s as a driver on %s: %s'
+                            % (label, params['gcs_address'], params['driver_node_ip'], exc))
         result['connect_seconds'] = cluster.connect_seconds
 
         nodes = cluster.nodes()
         result['alive_nodes'] = [node_summary(node) for node in alive_nodes(nodes)]
-        try:
-            # The node must be at its address AND report the expected hostname: a hostname that
-            # matches no live node fails here, before any work is submitted.
-            target = select_target(nodes, address=params['node_address'],
-                                   hostname=params['expected_hostname'])
-            target_id = validate_node_id(target.get('NodeID'))
-        except (TargetNotFound, AmbiguousTarget, ValueError) as exc:
-            return '%s: cannot choose the Ray node to probe: %s' % (host, exc), result
-        result.update(
-            target_node_id=target_id,
-            node_address=target.get('NodeManagerAddress'),
-            target_hostname=target.get('NodeManagerHostname'),
-        )
+        chosen = []  # (row, Ray node entry) of every target that has a node to run on
+        for row, target in zip(rows, targets):
+            try:
+                # The node must be at its address AND report the expected hostname: a hostname that
+                # matches no live node fails here, before any work is submitted.
+                node = select_target(nodes, address=target['node_address'],
+                                     hostname=target['expected_hostname'])
+                node_id = validate_node_id(node.get('NodeID'))
+            except (TargetNotFound, AmbiguousTarget, ValueError) as exc:
+                row['msg'] = '%s: cannot choose the Ray node to probe: %s' % (row['host'], exc)
+                continue
+            row.update(target_node_id=node_id, node_address=node.get('NodeManagerAddress'),
+                       target_hostname=node.get('NodeManagerHostname'))
+            chosen.append((row, node))
 
         if module.check_mode:
-            result['msg'] = ('%s: check mode: selected Ray node %s (%s); no task submitted'
-                             % (host, target_id, result['node_address']))
-            return None, result
-
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return ('%s: no time left to run the task after connecting (timeout %g s)'
-                    % (host, timeout)), result
-        args = (params['matrix_size'], params['iterations'], params['sample'], PROBE_SEED)
-        try:
-            report = cluster.run_pinned(mlx_matmul_task, target_id, args, timeout=remaining, num_cpus=1)
-        except TaskTimeout:
-            available = cluster.available_resources(target_id)
-            if available is None:
-                free = 'unknown'
+            for row, _node in chosen:
+                row['msg'] = ('%s: check mode: selected Ray node %s (%s); no task submitted'
+                              % (row['host'], row['target_node_id'], row['node_address']))
+        elif chosen:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                for row, _node in chosen:
+                    row['msg'] = ('%s: no time left to run the task after connecting (timeout %g s)'
+                                  % (row['host'], timeout))
             else:
-                # Ray leaves a resource out of the per-node map when none of it is free.
-                free = 'CPU %g of %g; all available: %s' % (
-                    available.get('CPU', 0.0), (target.get('Resources') or {}).get('CPU', 0.0), available)
-            return ('%s: the MLX probe task did not finish within %g s on Ray node %s (%s): either the node '
-                    'had no free resources for num_cpus=1 (available there: %s) or the %dx%d matmul ran '
-                    'longer than the timeout; the task was cancelled'
-                    % (host, timeout, target_id, result['node_address'], free,
-                       params['matrix_size'], params['matrix_size'])), result
-        except (TaskFailed, SafRayError, ValueError) as exc:
-            return ('%s: the MLX probe task on Ray node %s (%s) failed: %s'
-                    % (host, target_id, result['node_address'], exc)), result
-
-        result.update(
-            executed_on=report.get('hostname'),
-            node_id=report.get('node_id'),
-            device=report.get('device'),
-            device_kind=report.get('device_kind'),
-            versions=report.get('versions'),
-            matrix_size=report.get('matrix_size'),
-            iterations=report.get('iterations'),
-            seconds=report.get('seconds'),
-            median_seconds=report.get('median_seconds'),
-            gflops=report.get('gflops'),
-            checked_entries=report.get('checked'),
-            max_abs_error=report.get('max_abs_error'),
-            error_bound=report.get('error_bound'),
-            max_error_ratio=report.get('max_error_ratio'),
-        )
-        problems = check_probe_report(report, target_id, params['expected_hostname'], params['require_gpu'])
-        result['passed'] = not problems
-        if problems:
-            return '%s: MLX probe failed: %s' % (host, '; '.join(problems)), result
-        return None, result
+                args = (params['matrix_size'], params['iterations'], params['sample'], PROBE_SEED)
+                started = time.monotonic()
+                outcomes = cluster.run_pinned_many(
+                    mlx_matmul_task, [(row['target_node_id'], args) for row, _node in chosen],
+                    timeout=remaining, num_cpus=1)
+                result['run_seconds'] = time.monotonic() - started
+                for (row, node), outcome in zip(chosen, outcomes):
+                    if isinstance(outcome, TaskTimeout):
+                        row['msg'] = _timeout_message(cluster, row, node, params)
+                    elif isinstance(outcome, (TaskFailed, SafRayError)):
+                        row['msg'] = ('%s: the MLX probe task on Ray node %s (%s) failed: %s'
+                                      % (row['host'], row['target_node_id'], row['node_address'], outcome))
+                    else:
+                        row.update(_report_fields(outcome))
+                        problems = check_probe_report(outcome, row['target_node_id'], row['expected_hostname'],
+                                                      params['require_gpu'])
+                        row['passed'] = not problems
+                        if problems:
+                            row['msg'] = '%s: MLX probe failed: %s' % (row['host'], '; '.join(problems))
     finally:
         if cluster is not None:
             cluster.shutdown()
 
+    failures = [row['msg'] for row in rows if 'msg' in row and not row['passed']]
+    if module.check_mode:
+        failures = [row['msg'] for row in rows if 'target_node_id' not in row]
+    return ('; '.join(failures) if failures else None), result, rows
+
+
+def run_probe(module):
+    """The module's result: ``(error_message_or_None, result_dict)``.
+
+    With O(workers), RV(workers) holds one entry per worker and RV(passed) is true only when every
+    worker passed; with one target (O(expected_hostname)), that target's fields are at the top level.
+    """
+    error, result, rows = run_probes(module)
+    if module.params['workers'] is not None:
+        result.update(workers=rows, passed=all(row['passed'] for row in rows))
+        if module.check_mode and not error:
+            result['msg'] = '; '.join(row['msg'] for row in rows)
+    else:
+        result.update(rows[0])
+        if error:
+            result.pop('msg', None)
+        if not result.get('passed') and 'executed_on' not in result:
+            del result['passed']  # "passed" is returned when the task ran
+    return error, result
+
 
 def main():
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
+                           mutually_exclusive=MUTUALLY_EXCLUSIVE, required_one_of=REQUIRED_ONE_OF)
     with stdout_to_stderr():  # Ray prints cluster errors to stdout; keep it for the JSON result
         error, result = run_probe(module)
     if error:

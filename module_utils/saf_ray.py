@@ -645,7 +645,7 @@ def import_ray():
 class RayCluster(object):
     """A driver connection to a running Ray cluster (made by :func:`connect`).
 
-    Thin wrapper so the modules need only: :meth:`nodes`, :meth:`run_pinned`,
+    Thin wrapper so the modules need only: :meth:`nodes`, :meth:`run_pinned`, :meth:`run_pinned_many`,
     :meth:`available_resources`, :meth:`shutdown`.  Unit tests substitute a
     test double with the same methods.
     """
@@ -676,39 +676,67 @@ class RayCluster(object):
     def run_pinned(self, func, node_id, args=(), timeout=60.0, num_cpus=1):
         """Run ``func(*args)`` as a Ray task on exactly the node ``node_id`` and return its result.
 
-        The task is submitted with ``NodeAffinitySchedulingStrategy(node_id, soft=False)``,
-        ``num_cpus``, ``max_retries=0``.  The module defining ``func`` is
-        registered with ``ray.cloudpickle.register_pickle_by_value`` so the
-        function travels by value (the worker cannot import AnsiballZ's module_utils).
+        One task of :meth:`run_pinned_many`; its error is raised instead of returned.
 
         :raises ValueError: ``node_id`` is malformed (checked before Ray sees it).
         :raises TaskTimeout: no result within ``timeout`` seconds (the task is
             force-cancelled).
         :raises TaskFailed: unschedulable (node gone), error inside the task, worker died.
         """
-        validate_node_id(node_id)
+        outcome = self.run_pinned_many(func, [(node_id, args)], timeout=timeout, num_cpus=num_cpus)[0]
+        if isinstance(outcome, SafRayError):
+            raise outcome
+        return outcome
+
+    def run_pinned_many(self, func, calls, timeout=60.0, num_cpus=1):
+        """Run ``func(*args)`` once per ``(node_id, args)`` in ``calls``, each task pinned to its node,
+        all at the same time, with one bounded wait; return one outcome per call, in order.
+
+        Every task is submitted with ``NodeAffinitySchedulingStrategy(node_id, soft=False)``,
+        ``num_cpus``, ``max_retries=0``, before any result is awaited; then one ``ray.wait`` of at
+        most ``timeout`` seconds covers them all, so N workers take about the time of the slowest,
+        not the sum.  The module defining ``func`` is registered with
+        ``ray.cloudpickle.register_pickle_by_value`` so the function travels by value (the worker
+        cannot import AnsiballZ's module_utils).
+
+        An outcome is the task's return value, or (not raised) a :class:`TaskTimeout` when it had
+        no result in time (it is force-cancelled), or a :class:`TaskFailed` when it was
+        unschedulable (node gone), raised inside the worker, or its worker died.
+
+        :raises ValueError: a ``node_id`` is malformed (checked before anything is submitted).
+        """
+        for node_id, _args in calls:
+            validate_node_id(node_id)
         ray = self.ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         ray.cloudpickle.register_pickle_by_value(sys.modules[func.__module__])
-        remote = ray.remote(func).options(
-            num_cpus=num_cpus,
-            max_retries=0,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
-        )
-        ref = remote.remote(*args)
-        try:
-            return ray.get(ref, timeout=max(float(timeout), 0.001))
-        except ray.exceptions.GetTimeoutError:
+        refs = []
+        for node_id, args in calls:
+            remote = ray.remote(func).options(
+                num_cpus=num_cpus,
+                max_retries=0,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
+            )
+            refs.append(remote.remote(*args))
+        ready, _pending = ray.wait(refs, num_returns=len(refs), timeout=max(float(timeout), 0.001))
+        ready = set(ready)  # ObjectRefs hash and compare by object ID
+        outcomes = []
+        for (node_id, _args), ref in zip(calls, refs):
+            if ref not in ready:
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:
+                    pass
+                outcomes.append(TaskTimeout('the Ray task did not finish within %.1f s' % timeout))
+                continue
             try:
-                ray.cancel(ref, force=True)
-            except Exception:
-                pass
-            raise TaskTimeout('the Ray task did not finish within %.1f s' % timeout)
-        except ray.exceptions.TaskUnschedulableError as exc:
-            raise TaskFailed('the Ray task is unschedulable on node %s: %s' % (node_id, exc))
-        except ray.exceptions.RayError as exc:
-            raise TaskFailed('the Ray task failed: %s' % (exc,))
+                outcomes.append(ray.get(ref))
+            except ray.exceptions.TaskUnschedulableError as exc:
+                outcomes.append(TaskFailed('the Ray task is unschedulable on node %s: %s' % (node_id, exc)))
+            except ray.exceptions.RayError as exc:
+                outcomes.append(TaskFailed('the Ray task failed: %s' % (exc,)))
+        return outcomes
 
     def shutdown(self):
         """Disconnect the driver (``ray.shutdown()``); never raises."""

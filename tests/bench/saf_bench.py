@@ -171,13 +171,20 @@ def alive_node_ids(count: int) -> list:
     return finish_alive_poll(start_alive_poll(count, timeout=60))["node_ids"]
 
 
-def time_to_alive(command, count: int) -> float:
-    """Seconds from starting ``command()`` to every node Alive: the later of its exit and the poll."""
+def time_to_alive(command, count: int, split: dict | None = None) -> float:
+    """Seconds from starting ``command()`` to every node Alive: the later of its exit and the poll.
+
+    ``split``, when given, gets the two parts appended: ``alive`` (to the first poll that saw every
+    node Alive, whatever the command was doing) and ``exit`` (to the command's exit)."""
     poll = start_alive_poll(count)
     start = time.time()
     command()
     ended = time.time()
-    return max(ended, finish_alive_poll(poll)["alive_at"]) - start
+    alive_at = finish_alive_poll(poll)["alive_at"]
+    if split is not None:
+        split.setdefault("alive", []).append(alive_at - start)
+        split.setdefault("exit", []).append(ended - start)
+    return max(ended, alive_at) - start
 
 
 # --- Ways to start Ray ---------------------------------------------------------------------------
@@ -270,12 +277,13 @@ def cold_start(rounds: int, ray_cli: Path, workdir: Path) -> dict:
         "floor": lambda: start_by_hand(nodes, records),
     }
     seconds = {way: [] for way in ways}
+    parts = {way: {} for way in ways}
     failures = {way: [] for way in ways}
     for round_ in range(rounds):
         for way, command in ways.items():
             stop_ray(nodes)
             try:
-                seconds[way].append(time_to_alive(command, len(nodes)))
+                seconds[way].append(time_to_alive(command, len(nodes), parts[way]))
             except BenchError as exc:
                 if way == "site":
                     raise
@@ -286,7 +294,9 @@ def cold_start(rounds: int, ray_cli: Path, workdir: Path) -> dict:
                 continue
             progress(f"cold start round {round_ + 1}/{rounds}: {way} {seconds[way][-1]:.1f} s")
     medians = {way: median(values) for way, values in seconds.items()}
-    return {"seconds": seconds, "median_seconds": medians, "failures": failures,
+    # The two parts, for the record: every node Alive in the GCS, and the command's exit.
+    split = {way: {part: median(values) for part, values in parts[way].items()} for way in ways if parts[way]}
+    return {"seconds": seconds, "median_seconds": medians, "median_split_seconds": split, "failures": failures,
             "rayup_failed_starts": len(failures["rayup"]), "floor_failed_starts": len(failures["floor"]),
             "cold_start_vs_rayup": ratio(medians["site"], medians["rayup"]),
             "cold_start_vs_floor": ratio(medians["site"], medians["floor"])}
@@ -486,6 +496,29 @@ def table(figures: dict) -> str:
     return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
 
 
+def medians_lines(raw: dict) -> list:
+    """The raw medians behind the ratios, in seconds, one line per section that ran."""
+    lines = []
+    if "cold" in raw:
+        cold = raw["cold"]
+        split = cold.get("median_split_seconds", {})
+        lines.append("cold start (s, to Alive and exited): " + ", ".join(
+            f"{way} {value:.1f} (Alive {split.get(way, {}).get('alive', float('nan')):.1f}, "
+            f"exit {split.get(way, {}).get('exit', float('nan')):.1f})"
+            for way, value in cold["median_seconds"].items()))
+    if "rerun" in raw:
+        lines.append("re-run (s): " + ", ".join(f"{way} {raw['rerun'][way]['median_seconds']:.1f}"
+                                                 for way in ("site", "rayup")))
+    if "verify" in raw:
+        verify = raw["verify"]
+        lines.append(f"verify (s): verify.yml {verify['median_verify_seconds']:.1f}, bare pinned task "
+                     f"{verify['median_bare_task_seconds']:.2f}, module overhead {verify['median_module_overhead_seconds']:.2f}")
+    if "scale" in raw:
+        lines.append("verify.yml by workers (s): " + ", ".join(
+            f"{k}: {v:.1f}" for k, v in sorted(raw["scale"]["median_seconds"].items())))
+    return lines
+
+
 def ensure_ray_cli() -> Path:
     """The ``ray`` CLI for ``ray up``: a venv of its own (.venv-bench) with the cluster's Ray release."""
     version = json.loads(ssh(HEAD, f"cat {START_RECORD}"))["runtime"]["ray"]
@@ -545,6 +578,8 @@ def main(argv: list) -> int:
         return 1
     print()
     print(table(figures))
+    print()
+    print("\n".join(medians_lines(raw)))
     print(f"\nwritten: {args.report}")
     return 0
 

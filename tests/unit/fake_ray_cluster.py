@@ -2,7 +2,7 @@
 """Test double for ``saf_ray.RayCluster``: a scripted Ray cluster with no Ray behind it.
 
 :class:`FakeRayCluster` has the methods the modules use (``nodes``,
-``run_pinned``, ``available_resources``, ``shutdown``, ``connect_seconds``) and
+``run_pinned``, ``run_pinned_many``, ``available_resources``, ``shutdown``, ``connect_seconds``) and
 records what was asked of it, so tests can assert e.g. that check mode
 submitted nothing and that the driver always disconnected.
 """
@@ -10,6 +10,8 @@ submitted nothing and that the driver always disconnected.
 from __future__ import annotations
 
 import copy
+
+from ansible.module_utils.saf_ray import SafRayError
 
 
 def node_id(seed):
@@ -48,7 +50,8 @@ class FakeRayCluster(object):
         one per call (the last one repeats).
     :param report: dict returned by ``run_pinned`` (the task result), or a
         callable ``report(node_id) -> dict``.
-    :param error: exception instance raised by ``run_pinned`` instead.
+    :param error: exception instance raised by ``run_pinned`` instead, or a callable
+        ``error(node_id) -> exception or None``.
     :param available: what ``available_resources`` returns.
     """
 
@@ -74,11 +77,23 @@ class FakeRayCluster(object):
     def run_pinned(self, func, node_id, args=(), timeout=60.0, num_cpus=1):
         self.submitted.append({'func': func, 'node_id': node_id, 'args': tuple(args),
                                'timeout': timeout, 'num_cpus': num_cpus})
-        if self.error is not None:
-            raise self.error
+        error = self.error(node_id) if callable(self.error) else self.error
+        if error is not None:
+            raise error
         if callable(self.report):
             return self.report(node_id)
         return copy.deepcopy(self.report)
+
+    def run_pinned_many(self, func, calls, timeout=60.0, num_cpus=1):
+        """Like the real one: one outcome per ``(node_id, args)``, a raised SafRayError returned."""
+        self.many_calls = getattr(self, 'many_calls', 0) + 1
+        outcomes = []
+        for node_id, args in calls:
+            try:
+                outcomes.append(self.run_pinned(func, node_id, args, timeout=timeout, num_cpus=num_cpus))
+            except SafRayError as exc:
+                outcomes.append(exc)
+        return outcomes
 
     def available_resources(self, node_id):
         return self.available

@@ -3,7 +3,7 @@
 
 :func:`install_fake_ray` puts a scripted ``ray`` package in ``sys.modules``
 (``ray``, ``ray.util``, ``ray.util.scheduling_strategies``, ``ray.exceptions``,
-``ray.cloudpickle``) that records what ``saf_ray.RayCluster.run_pinned`` asks
+``ray.cloudpickle``) that records what ``saf_ray.RayCluster.run_pinned`` (and ``run_pinned_many``) asks
 of it and runs the task function in-process.  :func:`install_fake_mlx` puts a
 tiny pure-Python ``mlx.core`` in ``sys.modules`` so ``saf_ray.mlx_matmul_task``
 can run on the controller: float32 values are emulated by rounding through
@@ -31,6 +31,7 @@ class FakeRayState(object):
         self.submitted = []
         self.cancelled = []
         self.get_timeouts = []
+        self.wait_calls = []
 
 
 def install_fake_ray(monkeypatch, node_id, version='2.49.2', time_out=False, raise_on_get=None):
@@ -100,12 +101,19 @@ def install_fake_ray(monkeypatch, node_id, version='2.49.2', time_out=False, rai
             raise state.raise_on_get(exceptions)
         return ref.func(*ref.args)
 
+    def wait(refs, num_returns=1, timeout=None):
+        state.wait_calls.append({'refs': list(refs), 'num_returns': num_returns, 'timeout': timeout})
+        if state.time_out:
+            return [], list(refs)
+        return list(refs), []
+
     class RuntimeContext(object):
         def get_node_id(self):
             return state.node_id
 
     ray.remote = RemoteFunction
     ray.get = get
+    ray.wait = wait
     ray.cancel = lambda ref, force=False: state.cancelled.append((ref, force))
     ray.get_runtime_context = RuntimeContext
     ray.nodes = lambda: []

@@ -45,3 +45,22 @@ def test_table_marks_missed_targets():
 
 def test_ratio():
     assert saf_bench.ratio(3.0, 4.0) == 0.75
+
+
+def test_time_to_alive_is_the_later_of_exit_and_alive_and_keeps_both(monkeypatch):
+    clock = iter([100.0, 103.0])  # the command starts at 100 s and exits at 103 s
+    monkeypatch.setattr(saf_bench.time, "time", lambda: next(clock))
+    monkeypatch.setattr(saf_bench, "start_alive_poll", lambda count: "poll")
+    monkeypatch.setattr(saf_bench, "finish_alive_poll", lambda poll: {"alive_at": 108.5})  # a worker joins late
+    split = {}
+    assert saf_bench.time_to_alive(lambda: None, 2, split) == 8.5
+    assert split == {"alive": [8.5], "exit": [3.0]}
+
+
+def test_medians_lines_name_every_section_that_ran():
+    raw = {"cold": {"median_seconds": {"site": 20.0, "rayup": 10.0},
+                    "median_split_seconds": {"site": {"alive": 14.0, "exit": 20.0}, "rayup": {"alive": 10.0, "exit": 7.0}}},
+           "scale": {"median_seconds": {"1": 9.0, "3": 10.0}}}
+    lines = saf_bench.medians_lines(raw)
+    assert lines[0] == "cold start (s, to Alive and exited): site 20.0 (Alive 14.0, exit 20.0), rayup 10.0 (Alive 10.0, exit 7.0)"
+    assert lines[1] == "verify.yml by workers (s): 1: 9.0, 3: 10.0"

@@ -284,5 +284,122 @@ def test_required_options(patch_exit_fail):
     failed, result = run_module(saf_mlx_probe.main, {})
     assert failed is True
     assert 'missing required arguments' in result['msg']
-    for name in ('gcs_address', 'driver_node_ip', 'expected_hostname'):
+    for name in ('gcs_address', 'driver_node_ip'):
         assert name in result['msg']
+    failed, result = run_module(saf_mlx_probe.main, {'gcs_address': '192.0.2.1:6379', 'driver_node_ip': '192.0.2.1'})
+    assert failed is True
+    assert 'one of the following is required: workers, expected_hostname' in result['msg']
+
+
+# ----------------------------------------------------------------- several workers, one wait
+
+def three_node_cluster():
+    """ALPHA (head node), BETA and GAMMA (worker nodes), all Alive."""
+    return [
+        make_node(ALPHA_ID, '192.0.2.1', 'ALPHA.local', cpu=4.0, head=True),
+        make_node(BETA_ID, '192.0.2.2', 'BETA.local', cpu=4.0),
+        make_node(GAMMA_ID, '192.0.2.3', 'GAMMA.local', cpu=4.0),
+    ]
+
+
+def report_of(node):
+    """The task report each worker gives: its own hostname and node ID."""
+    hostname = {BETA_ID: 'BETA.local', GAMMA_ID: 'GAMMA.local'}[node]
+    return task_report(hostname=hostname, node_id=node, device='Device(cpu, 0)', device_kind='cpu')
+
+
+WORKERS = [
+    {'host': 'beta', 'expected_hostname': 'BETA.local', 'node_address': '192.0.2.2'},
+    {'host': 'gamma', 'expected_hostname': 'GAMMA.local', 'node_address': '192.0.2.3'},
+]
+
+
+def run_workers(args=None, workers=WORKERS):
+    return run_module(saf_mlx_probe.main, dict({'gcs_address': '192.0.2.1:6379', 'driver_node_ip': '192.0.2.1',
+                                                 'workers': workers}, **(args or {})))
+
+
+def test_workers_are_probed_in_one_batch_with_a_row_each(fake_cluster):
+    cluster = FakeRayCluster(three_node_cluster(), report=report_of)
+    fake_cluster['cluster'] = cluster
+    failed, result = run_workers({'timeout': 30})
+    assert failed is False
+    assert result['passed'] is True
+    assert [row['host'] for row in result['workers']] == ['beta', 'gamma']
+    assert [row['executed_on'] for row in result['workers']] == ['BETA.local', 'GAMMA.local']
+    assert [row['node_id'] for row in result['workers']] == [BETA_ID, GAMMA_ID]
+    assert all(row['passed'] and 'msg' not in row for row in result['workers'])
+    assert cluster.many_calls == 1  # every task submitted before the one wait
+    assert [call['node_id'] for call in cluster.submitted] == [BETA_ID, GAMMA_ID]
+    assert fake_cluster['connects'] == [('192.0.2.1:6379', '192.0.2.1', 30.0)]  # one driver connection
+    assert cluster.shutdown_calls == 1
+    assert 'host' not in result  # the per-target fields are in the rows
+
+
+def test_one_failing_worker_fails_the_module_naming_only_it(fake_cluster):
+    def report(node):
+        return report_of(node) if node == BETA_ID else task_report(hostname='BETA.local', node_id=GAMMA_ID)
+
+    fake_cluster['cluster'] = FakeRayCluster(three_node_cluster(), report=report)
+    failed, result = run_workers()
+    assert failed is True
+    assert result['passed'] is False
+    assert result['msg'].startswith('gamma: MLX probe failed') and ';' not in result['msg']  # gamma's alone
+    beta, gamma = result['workers']
+    assert beta['passed'] is True and gamma['passed'] is False
+    assert gamma['msg'] == result['msg']
+
+
+def test_a_worker_without_a_node_does_not_stop_the_others(fake_cluster):
+    cluster = FakeRayCluster(three_node_cluster()[:2], report=report_of)
+    fake_cluster['cluster'] = cluster
+    failed, result = run_workers()
+    assert failed is True
+    assert result['msg'].startswith('gamma: cannot choose the Ray node to probe')
+    assert [call['node_id'] for call in cluster.submitted] == [BETA_ID]
+    assert result['workers'][0]['passed'] is True and 'target_node_id' not in result['workers'][1]
+
+
+def test_a_late_worker_is_cancelled_and_named_with_its_free_resources(fake_cluster):
+    cluster = FakeRayCluster(three_node_cluster(), report=report_of, available={'memory': 1.0e9},
+                             error=lambda node: TaskTimeout('late') if node == GAMMA_ID else None)
+    fake_cluster['cluster'] = cluster
+    failed, result = run_workers({'timeout': 5})
+    assert failed is True
+    assert result['msg'].startswith('gamma: the MLX probe task did not finish within 5 s on Ray node ' + GAMMA_ID)
+    assert 'CPU 0 of 4' in result['msg']
+    assert result['workers'][0]['passed'] is True
+
+
+def test_connect_error_fails_every_worker_naming_them(fake_cluster, monkeypatch):
+    def refuse(gcs_address, driver_node_ip, timeout):
+        raise ConnectError('Ray GCS at 192.0.2.1:6379 is not reachable over TCP after 3.0 s')
+
+    monkeypatch.setattr(saf_mlx_probe, 'connect', refuse)
+    failed, result = run_workers()
+    assert failed is True
+    assert result['msg'].startswith('beta, gamma: cannot connect')
+    assert [row['msg'] for row in result['workers']] == [result['msg']] * 2
+    assert [row['passed'] for row in result['workers']] == [False, False]
+
+
+def test_check_mode_selects_every_worker_and_submits_nothing(fake_cluster):
+    cluster = FakeRayCluster(three_node_cluster(), report=report_of)
+    fake_cluster['cluster'] = cluster
+    failed, result = run_workers({'_ansible_check_mode': True})
+    assert failed is False
+    assert cluster.submitted == []
+    assert [row['target_node_id'] for row in result['workers']] == [BETA_ID, GAMMA_ID]
+
+
+@pytest.mark.parametrize('args, workers, fragment', [
+    ({'expected_hostname': 'BETA.local'}, WORKERS, 'parameters are mutually exclusive: workers|expected_hostname'),
+    ({}, [], 'workers must list at least one worker node, got an empty list'),
+    ({}, WORKERS + WORKERS[:1], 'workers lists beta more than once'),
+    ({}, [{'host': 'beta'}], 'missing required arguments: expected_hostname'),
+])
+def test_bad_worker_lists_are_refused(fake_cluster, args, workers, fragment):
+    failed, result = run_workers(args, workers=workers)
+    assert failed is True
+    assert fragment in result['msg']
+    assert fake_cluster['connects'] == []

@@ -420,7 +420,7 @@ def test_run_pinned_contract(monkeypatch):
     assert options['max_retries'] == 0
     assert options['scheduling_strategy'].node_id == BETA_ID
     assert options['scheduling_strategy'].soft is False
-    assert state.get_timeouts == [9.0]
+    assert [call['timeout'] for call in state.wait_calls] == [9.0]  # one bounded wait
 
 
 def test_run_pinned_validates_the_node_id_before_ray_sees_it(monkeypatch):
@@ -437,6 +437,37 @@ def test_run_pinned_timeout_cancels_with_force(monkeypatch):
     with pytest.raises(TaskTimeout):
         cluster.run_pinned(saf_ray.median, BETA_ID, ([1.0],), timeout=2.0)
     assert len(state.cancelled) == 1 and state.cancelled[0][1] is True
+
+
+GAMMA_ID = 'c1' * 28
+
+
+def test_run_pinned_many_submits_every_task_before_one_bounded_wait(monkeypatch):
+    state = install_fake_ray(monkeypatch, BETA_ID)
+    cluster = saf_ray.RayCluster(sys.modules['ray'], '192.0.2.1:6379', '192.0.2.1', 0.01)
+    outcomes = cluster.run_pinned_many(saf_ray.median, [(BETA_ID, ([3.0, 1.0, 2.0],)), (GAMMA_ID, ([5.0],))],
+                                       timeout=7.0)
+    assert outcomes == [2.0, 5.0]
+    assert [o['scheduling_strategy'].node_id for o in state.options] == [BETA_ID, GAMMA_ID]
+    assert all(o['scheduling_strategy'].soft is False and o['num_cpus'] == 1 for o in state.options)
+    assert len(state.wait_calls) == 1
+    assert state.wait_calls[0]['num_returns'] == 2 and state.wait_calls[0]['timeout'] == 7.0
+
+
+def test_run_pinned_many_returns_each_error_and_cancels_the_late(monkeypatch):
+    state = install_fake_ray(monkeypatch, BETA_ID, time_out=True)
+    cluster = saf_ray.RayCluster(sys.modules['ray'], '192.0.2.1:6379', '192.0.2.1', 0.01)
+    outcomes = cluster.run_pinned_many(saf_ray.median, [(BETA_ID, ([1.0],)), (GAMMA_ID, ([1.0],))], timeout=2.0)
+    assert [type(o) for o in outcomes] == [TaskTimeout, TaskTimeout]
+    assert [force for _ref, force in state.cancelled] == [True, True]
+
+
+def test_run_pinned_many_checks_every_node_id_before_submitting(monkeypatch):
+    state = install_fake_ray(monkeypatch, BETA_ID)
+    cluster = saf_ray.RayCluster(sys.modules['ray'], '192.0.2.1:6379', '192.0.2.1', 0.01)
+    with pytest.raises(ValueError):
+        cluster.run_pinned_many(saf_ray.median, [(BETA_ID, ([1.0],)), ('not-a-node-id', ([1.0],))])
+    assert state.submitted == []
 
 
 @pytest.mark.parametrize('error_name', ['TaskUnschedulableError', 'RayTaskError'])
