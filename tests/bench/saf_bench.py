@@ -21,7 +21,12 @@ times move between runs while ratios taken side by side hold. Prints a table and
    figure for the first worker vs MLX's matmul timed in-process on that worker the same way, and vs
    numpy's matmul there. ``gflops_fidelity`` = module / in-process at saf_verify_matrix_size.
 5. Scale: ``verify.yml`` (its verify play) with one, two and three worker nodes (GAMMA and DELTA are
-   added to the lab for it and removed after). ``verify_3_vs_1_workers``.
+   added to the lab for it and removed after). ``verify_3_vs_1_workers``; and the same at N = 64
+   (``verify_3_vs_1_workers_n64``), where the matmul costs next to nothing: the lab's hosts share
+   this machine's cores, so at the default N three concurrent products compete for them.
+6. Profile: one cold ``site.yml`` and one re-run with ansible.posix's ``profile_tasks`` callback
+   (from the ``ansible`` package on PyPI, collections only, in .venv-bench); the slowest 15 tasks
+   of each go into the report, in seconds.
 
 Every command has a timeout; a failing step stops the run with the command and its output. The lab
 is left as ``make demo`` leaves it: the cluster is started again with site.yml at the end.
@@ -33,6 +38,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shlex
 import statistics
 import subprocess
@@ -302,6 +308,19 @@ def cold_start(rounds: int, ray_cli: Path, workdir: Path) -> dict:
             "cold_start_vs_floor": ratio(medians["site"], medians["floor"])}
 
 
+def start_healthy(command, nodes, tries: int = 3) -> int:
+    """Start the cluster a re-run is measured on; a start that never gets every node Alive (Ray's
+    own ways have no retry) is stopped and tried again, up to ``tries`` times. Returns the failures."""
+    for failures in range(tries):
+        try:
+            time_to_alive(command, len(nodes))
+            return failures
+        except BenchError as exc:
+            progress(f"re-run setup: the start failed, trying again: {str(exc)[:200]}")
+            stop_ray(nodes)
+    raise BenchError(f"no start got every node Alive in {tries} tries")
+
+
 def rerun(rounds: int, ray_cli: Path, workdir: Path) -> dict:
     nodes = (HEAD, WORKERS[0])
     results = {}
@@ -310,7 +329,7 @@ def rerun(rounds: int, ray_cli: Path, workdir: Path) -> dict:
         records = {n.name: start_record(n) for n in nodes}
         config = rayup_config(nodes, records, workdir / "rayup.yaml")
         command = (lambda: playbook("site.yml")) if way == "site" else (lambda: ray_up(config, ray_cli))
-        time_to_alive(command, len(nodes))  # the healthy cluster to re-run on
+        setup_failures = start_healthy(command, nodes)  # the healthy cluster to re-run on
         walls, restarts = [], []
         for round_ in range(rounds):
             before = alive_node_ids(len(nodes))
@@ -320,7 +339,8 @@ def rerun(rounds: int, ray_cli: Path, workdir: Path) -> dict:
             after = alive_node_ids(len(nodes))
             restarts.append(restarted(before, after))
             progress(f"re-run round {round_ + 1}/{rounds}: {way} {walls[-1]:.1f} s, {restarts[-1]} node(s) restarted")
-        results[way] = {"seconds": walls, "median_seconds": median(walls), "restarts": restarts}
+        results[way] = {"seconds": walls, "median_seconds": median(walls), "restarts": restarts,
+                        "setup_failed_starts": setup_failures}
     stop_ray(nodes)
     playbook("site.yml")
     return {**results, "rerun_vs_rayup": ratio(results["site"]["median_seconds"], results["rayup"]["median_seconds"]),
@@ -450,20 +470,77 @@ def scale(rounds: int) -> dict:
     try:
         inventories = {k: BENCH_INVENTORIES / f"workers-{k}.yml" for k in (1, 2, 3)}
         playbook("site.yml", inventory=inventories[3])
-        seconds = {}
+        seconds, small = {}, {}
         for k in (3, 2, 1):
             if k < 3:
                 stop_ray([WORKERS[k]])
             seconds[k] = [playbook("verify.yml", "--tags", "verify", inventory=inventories[k]) for _ in range(rounds)]
-            progress(f"scale: {k} worker(s), verify {median(seconds[k]):.1f} s")
+            # The lab's hosts share this machine's cores: a 64 x 64 product leaves only the orchestration.
+            small[k] = [playbook("verify.yml", "--tags", "verify", "-e", f"saf_verify_matrix_size={SMALL_N}",
+                                 inventory=inventories[k]) for _ in range(rounds)]
+            progress(f"scale: {k} worker(s), verify {median(seconds[k]):.1f} s, with N={SMALL_N} {median(small[k]):.1f} s")
     finally:
         stop_ray([n for n in extra if lab_has(n)])
         run([sys.executable, str(SAFLAB), "remove", *[n.name for n in extra]], timeout=300, check=False)
         playbook("site.yml")  # the lab's own firewall and cluster again
     medians = {str(k): median(v) for k, v in seconds.items()}
+    small_medians = {str(k): median(v) for k, v in small.items()}
     return {"seconds": {str(k): v for k, v in seconds.items()}, "median_seconds": medians,
+            "small_n_seconds": {str(k): v for k, v in small.items()}, "small_n_median_seconds": small_medians,
             "verify_2_vs_1_workers": ratio(medians["2"], medians["1"]),
-            "verify_3_vs_1_workers": ratio(medians["3"], medians["1"])}
+            "verify_3_vs_1_workers": ratio(medians["3"], medians["1"]),
+            f"verify_3_vs_1_workers_n{SMALL_N}": ratio(small_medians["3"], small_medians["1"])}
+
+
+# ansible.posix's profile_tasks callback, from the `ansible` package on PyPI (Galaxy is out of reach);
+# installed without its dependencies into .venv-bench, only for its collections directory.
+ANSIBLE_PACKAGE = "ansible==12.3.0"  # the community package of ansible-core 2.19
+PROFILE_LINE = re.compile(r"^(?P<task>.+?) -+ (?P<seconds>[0-9.]+)s$")
+
+
+def profile_tasks_env(venv: Path) -> dict:
+    """The environment that turns on ansible.posix.profile_tasks for every task (installing it once)."""
+    stamp = venv / ".ansible-collections"
+    if not stamp.exists():
+        progress(f"installing {ANSIBLE_PACKAGE} (collections only) into {venv} for profile_tasks")
+        run([str(venv / "bin" / "pip"), "install", "--quiet", "--no-deps", ANSIBLE_PACKAGE], timeout=900)
+        stamp.touch()
+    (site,) = venv.glob("lib/python3*/site-packages")
+    return {"ANSIBLE_COLLECTIONS_PATH": str(site), "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
+            "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "all", "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+            "ANSIBLE_FORCE_COLOR": "0"}
+
+
+def parse_profile(output: str) -> list:
+    """``[(task, seconds)]`` from profile_tasks' recap, slowest first."""
+    recap = output.split("TASKS RECAP", 1)[-1]
+    tasks = []
+    for line in recap.splitlines():
+        match = PROFILE_LINE.match(line.strip())
+        if match:
+            tasks.append((match.group("task"), float(match.group("seconds"))))
+    return sorted(tasks, key=lambda item: -item[1])
+
+
+def profile(venv: Path) -> dict:
+    """One cold site.yml (Ray stopped) and one re-run, each task timed by profile_tasks."""
+    env = profile_tasks_env(venv)
+    nodes = (HEAD, WORKERS[0])
+    result = {}
+    for name in ("cold", "rerun"):
+        if name == "cold":
+            stop_ray(nodes)
+        start = time.monotonic()
+        out = run([str(VENV_BIN / "ansible-playbook"), "site.yml"], env=env).stdout
+        tasks = parse_profile(out)
+        result[name] = {"seconds": time.monotonic() - start, "task_seconds": sum(s for _t, s in tasks),
+                        "tasks": len(tasks), "slowest": tasks[:15]}
+        progress(f"profile {name}: {result[name]['seconds']:.1f} s, {len(tasks)} tasks; slowest: "
+                 + ", ".join(f"{t} {s:.1f}" for t, s in tasks[:3]))
+    return result
+
+
+SMALL_N = 64  # the scale step's second matrix size: compute next to nothing, orchestration left
 
 
 def lab_has(node: Node) -> bool:
@@ -516,6 +593,9 @@ def medians_lines(raw: dict) -> list:
     if "scale" in raw:
         lines.append("verify.yml by workers (s): " + ", ".join(
             f"{k}: {v:.1f}" for k, v in sorted(raw["scale"]["median_seconds"].items())))
+        if "small_n_median_seconds" in raw["scale"]:
+            lines.append(f"verify.yml by workers at N={SMALL_N} (s): " + ", ".join(
+                f"{k}: {v:.1f}" for k, v in sorted(raw["scale"]["small_n_median_seconds"].items())))
     return lines
 
 
@@ -550,7 +630,7 @@ def write_report(path: Path, rounds: int, figures: dict, raw: dict) -> None:
 def main(argv: list) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="rounds per figure, the median is kept (default 5)")
-    parser.add_argument("--only", default="cold,rerun,verify,gflops,scale",
+    parser.add_argument("--only", default="cold,rerun,verify,gflops,scale,profile",
                         help="comma-separated sections to run (default: all)")
     parser.add_argument("--report", type=Path, default=REPORT)
     args = parser.parse_args(argv)
@@ -565,7 +645,8 @@ def main(argv: list) -> int:
                      ("rerun", "2. re-run on a healthy cluster", lambda: rerun(args.rounds, ray_cli, Path(tmp))),
                      ("verify", "3. verify cost", lambda: verify_cost(args.rounds)),
                      ("gflops", "4. GFLOPS fidelity", lambda: gflops_fidelity(args.rounds, default_size)),
-                     ("scale", "5. scale", lambda: scale(args.rounds))]
+                     ("scale", "5. scale", lambda: scale(args.rounds)),
+                     ("profile", "6. per-task profile of site.yml", lambda: profile(ray_cli.parent.parent))]
             for key, title, step in steps:
                 if key not in sections:
                     continue

@@ -64,3 +64,19 @@ def test_medians_lines_name_every_section_that_ran():
     lines = saf_bench.medians_lines(raw)
     assert lines[0] == "cold start (s, to Alive and exited): site 20.0 (Alive 14.0, exit 20.0), rayup 10.0 (Alive 10.0, exit 7.0)"
     assert lines[1] == "verify.yml by workers (s): 1: 9.0, 3: 10.0"
+
+
+def test_parse_profile_reads_profile_tasks_recap_slowest_first():
+    output = """PLAY RECAP ***
+ALPHA : ok=3
+TASKS RECAP ********************************************************************
+Sunday 29 November 2026  18:09:11 +0000 (0:00:00.037)       0:00:27.540 *******
+===============================================================================
+ray_node : Run ray start ------------------------------------------------ 6.17s
+ray_node : Wait until every node is Alive in the GCS -------------------- 6.52s
+node_env : Install the locked Ray and MLX into the venv from the wheelhouse only --- 2.01s
+"""
+    assert saf_bench.parse_profile(output) == [
+        ("ray_node : Wait until every node is Alive in the GCS", 6.52),
+        ("ray_node : Run ray start", 6.17),
+        ("node_env : Install the locked Ray and MLX into the venv from the wheelhouse only", 2.01)]
