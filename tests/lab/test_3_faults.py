@@ -139,7 +139,11 @@ def test_network_cut_mid_run_reports_beta_unreachable(verified, restore_cluster,
     output = log.read_text()
 
     assert proc.returncode != 0, output
-    assert "fatal: [BETA]: UNREACHABLE!" in output, output
+    # Mitogen reports a link that drops between two tasks as UNREACHABLE, and one that drops while
+    # a task runs as that task's failure (docs/troubleshooting.md): either way BETA, and quickly.
+    unreachable = "fatal: [BETA]: UNREACHABLE!" in output
+    cut_mid_task = "fatal: [BETA]: FAILED!" in output and "the respondent Context has disconnected" in output
+    assert unreachable or cut_mid_task, output
     assert elapsed < 180, f"site.yml ran {elapsed:.0f} s after the cut"
 
 
