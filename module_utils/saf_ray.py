@@ -365,7 +365,7 @@ def mlx_matmul_task(n, iterations, sample, seed):
 
     Runs INSIDE the Ray worker process on the target node (imports MLX and Ray
     there).  The calling driver must make this function pickle *by value*
-    (:meth:`RayCluster.run_pinned` registers this module with
+    (:meth:`RayCluster.run_pinned_many` registers this module with
     ``ray.cloudpickle.register_pickle_by_value``), because the worker cannot
     import ``ansible.module_utils.saf_ray`` (it lives in the AnsiballZ zip on
     the head node only).
@@ -645,7 +645,7 @@ def import_ray():
 class RayCluster(object):
     """A driver connection to a running Ray cluster (made by :func:`connect`).
 
-    Thin wrapper so the modules need only: :meth:`nodes`, :meth:`run_pinned`, :meth:`run_pinned_many`,
+    Thin wrapper so the modules need only: :meth:`nodes`, :meth:`run_pinned_many`,
     :meth:`available_resources`, :meth:`shutdown`.  Unit tests substitute a
     test double with the same methods.
     """
@@ -672,21 +672,6 @@ class RayCluster(object):
             return dict(state.available_resources_per_node().get(node_id) or {})
         except Exception:
             return None
-
-    def run_pinned(self, func, node_id, args=(), timeout=60.0, num_cpus=1):
-        """Run ``func(*args)`` as a Ray task on exactly the node ``node_id`` and return its result.
-
-        One task of :meth:`run_pinned_many`; its error is raised instead of returned.
-
-        :raises ValueError: ``node_id`` is malformed (checked before Ray sees it).
-        :raises TaskTimeout: no result within ``timeout`` seconds (the task is
-            force-cancelled).
-        :raises TaskFailed: unschedulable (node gone), error inside the task, worker died.
-        """
-        outcome = self.run_pinned_many(func, [(node_id, args)], timeout=timeout, num_cpus=num_cpus)[0]
-        if isinstance(outcome, SafRayError):
-            raise outcome
-        return outcome
 
     def run_pinned_many(self, func, calls, timeout=60.0, num_cpus=1):
         """Run ``func(*args)`` once per ``(node_id, args)`` in ``calls``, each task pinned to its node,

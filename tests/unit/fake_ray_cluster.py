@@ -2,7 +2,7 @@
 """Test double for ``saf_ray.RayCluster``: a scripted Ray cluster with no Ray behind it.
 
 :class:`FakeRayCluster` has the methods the modules use (``nodes``,
-``run_pinned``, ``run_pinned_many``, ``available_resources``, ``shutdown``, ``connect_seconds``) and
+``run_pinned_many``, ``available_resources``, ``shutdown``, ``connect_seconds``) and
 records what was asked of it, so tests can assert e.g. that check mode
 submitted nothing and that the driver always disconnected.
 """
@@ -48,9 +48,9 @@ class FakeRayCluster(object):
 
     :param nodes: ``ray.nodes()`` output, or a list of such outputs returned
         one per call (the last one repeats).
-    :param report: dict returned by ``run_pinned`` (the task result), or a
+    :param report: dict each task returns (the task result), or a
         callable ``report(node_id) -> dict``.
-    :param error: exception instance raised by ``run_pinned`` instead, or a callable
+    :param error: exception instance a task fails with instead, or a callable
         ``error(node_id) -> exception or None``.
     :param available: what ``available_resources`` returns.
     """
@@ -74,7 +74,7 @@ class FakeRayCluster(object):
         self.nodes_calls += 1
         return copy.deepcopy(self._snapshots[index])
 
-    def run_pinned(self, func, node_id, args=(), timeout=60.0, num_cpus=1):
+    def _run_one(self, func, node_id, args=(), timeout=60.0, num_cpus=1):
         self.submitted.append({'func': func, 'node_id': node_id, 'args': tuple(args),
                                'timeout': timeout, 'num_cpus': num_cpus})
         error = self.error(node_id) if callable(self.error) else self.error
@@ -90,7 +90,7 @@ class FakeRayCluster(object):
         outcomes = []
         for node_id, args in calls:
             try:
-                outcomes.append(self.run_pinned(func, node_id, args, timeout=timeout, num_cpus=num_cpus))
+                outcomes.append(self._run_one(func, node_id, args, timeout=timeout, num_cpus=num_cpus))
             except SafRayError as exc:
                 outcomes.append(exc)
         return outcomes

@@ -3,7 +3,7 @@
 
 :func:`install_fake_ray` puts a scripted ``ray`` package in ``sys.modules``
 (``ray``, ``ray.util``, ``ray.util.scheduling_strategies``, ``ray.exceptions``,
-``ray.cloudpickle``) that records what ``saf_ray.RayCluster.run_pinned`` (and ``run_pinned_many``) asks
+``ray.cloudpickle``) that records what ``saf_ray.RayCluster.run_pinned_many`` asks
 of it and runs the task function in-process.  :func:`install_fake_mlx` puts a
 tiny pure-Python ``mlx.core`` in ``sys.modules`` so ``saf_ray.mlx_matmul_task``
 can run on the controller: float32 values are emulated by rounding through

@@ -407,12 +407,12 @@ def test_stdout_to_stderr(capfd):
     assert 'inside' in err and 'raw fd 1' in err
 
 
-# ----------------------------------------------------------------- RayCluster.run_pinned against a fake ray
+# ----------------------------------------------------------------- RayCluster.run_pinned_many against a fake ray
 
 def test_run_pinned_contract(monkeypatch):
     state = install_fake_ray(monkeypatch, BETA_ID)
     cluster = saf_ray.RayCluster(sys.modules['ray'], '192.0.2.1:6379', '192.0.2.1', 0.01)
-    result = cluster.run_pinned(saf_ray.median, BETA_ID, ([3.0, 1.0, 2.0],), timeout=9.0)
+    (result,) = cluster.run_pinned_many(saf_ray.median, [(BETA_ID, ([3.0, 1.0, 2.0],))], timeout=9.0)
     assert result == 2.0
     assert state.registered_by_value == [saf_ray]  # the function travels by value
     options = state.options[0]
@@ -427,15 +427,15 @@ def test_run_pinned_validates_the_node_id_before_ray_sees_it(monkeypatch):
     state = install_fake_ray(monkeypatch, BETA_ID)
     cluster = saf_ray.RayCluster(sys.modules['ray'], '192.0.2.1:6379', '192.0.2.1', 0.01)
     with pytest.raises(ValueError):
-        cluster.run_pinned(saf_ray.median, 'not-a-node-id', ([1.0],))
+        cluster.run_pinned_many(saf_ray.median, [('not-a-node-id', ([1.0],))])
     assert state.submitted == [] and state.options == []
 
 
 def test_run_pinned_timeout_cancels_with_force(monkeypatch):
     state = install_fake_ray(monkeypatch, BETA_ID, time_out=True)
     cluster = saf_ray.RayCluster(sys.modules['ray'], '192.0.2.1:6379', '192.0.2.1', 0.01)
-    with pytest.raises(TaskTimeout):
-        cluster.run_pinned(saf_ray.median, BETA_ID, ([1.0],), timeout=2.0)
+    (outcome,) = cluster.run_pinned_many(saf_ray.median, [(BETA_ID, ([1.0],))], timeout=2.0)
+    assert isinstance(outcome, TaskTimeout)
     assert len(state.cancelled) == 1 and state.cancelled[0][1] is True
 
 
@@ -475,9 +475,9 @@ def test_run_pinned_ray_errors_become_task_failed(monkeypatch, error_name):
     install_fake_ray(monkeypatch, BETA_ID,
                      raise_on_get=lambda exceptions: getattr(exceptions, error_name)('boom'))
     cluster = saf_ray.RayCluster(sys.modules['ray'], '192.0.2.1:6379', '192.0.2.1', 0.01)
-    with pytest.raises(TaskFailed) as excinfo:
-        cluster.run_pinned(saf_ray.median, BETA_ID, ([1.0],))
-    assert 'boom' in str(excinfo.value)
+    (outcome,) = cluster.run_pinned_many(saf_ray.median, [(BETA_ID, ([1.0],))])
+    assert isinstance(outcome, TaskFailed)
+    assert 'boom' in str(outcome)
 
 
 # ----------------------------------------------------------------- wait_for_nodes (fake clock)
