@@ -524,9 +524,10 @@ def run_probes(module):
         if cluster is not None:
             cluster.shutdown()
 
-    failures = [row['msg'] for row in rows if 'msg' in row and not row['passed']]
-    if module.check_mode:
+    if module.check_mode:  # every row has a message; only a target without a node failed
         failures = [row['msg'] for row in rows if 'target_node_id' not in row]
+    else:  # a row that passed has no message
+        failures = [row['msg'] for row in rows if 'msg' in row]
     return ('; '.join(failures) if failures else None), result, rows
 
 
