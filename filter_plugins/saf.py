@@ -1,4 +1,5 @@
-"""Jinja2 filters for SAF: the parity table, the verify summary table and macOS power settings."""
+"""Jinja2 filters for SAF: the parity table, the verify summary table, macOS power settings, lock
+and venv names."""
 
 from __future__ import annotations
 
@@ -129,6 +130,24 @@ def lock_name(requirements, uv_platform, python):
     return "%s-py%s_%s.txt" % (uv_platform, python, "_".join(parts))
 
 
+VENV_NAME = re.compile(r"^py(?P<python>[^-/]+)-ray(?P<ray>[^-/]+)-mlx(?P<mlx>[^-/]+)$")
+
+
+def runtime_venv(runtime, root):
+    """Directory (str) of the venv for one runtime tuple ``runtime`` (``{'python', 'ray', 'mlx'}``)
+    under ``root`` (saf_root_dir): ``ROOT/venvs/pyPYTHON-rayRAY-mlxMLX``. node_env builds it;
+    saf_venv_dir is a link to the active one (runtime_switch moves the link).
+
+    Raises ValueError naming the key when a version is empty or holds a ``-`` or ``/``."""
+    for key in ("python", "ray", "mlx"):
+        value = str(runtime.get(key) or "")
+        if not value or "-" in value or "/" in value:
+            raise ValueError(f"runtime {key} version {value!r} cannot name a venv directory")
+    name = "py%s-ray%s-mlx%s" % (runtime["python"], runtime["ray"], runtime["mlx"])
+    assert VENV_NAME.match(name)
+    return "%s/venvs/%s" % (str(root).rstrip("/"), name)
+
+
 class FilterModule:
     """SAF filters."""
 
@@ -138,5 +157,6 @@ class FilterModule:
             "parity_report": parity_report,
             "pmset_drift": pmset_drift,
             "pmset_settings": pmset_settings,
+            "runtime_venv": runtime_venv,
             "text_table": text_table,
         }

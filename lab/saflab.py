@@ -608,6 +608,7 @@ class Lab:
                 continue
             if self.is_present(spec):
                 self.remove_host(spec)
+        self.record["cluster_hosts"] = count  # inventory/lab/hosts.py lists this many
         self.save_record()
         self.ensure_bridge()
         self.start_hosts(wanted)

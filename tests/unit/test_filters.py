@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+
+import pytest
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "filter_plugins"))
@@ -187,3 +189,25 @@ def test_lock_name_carries_platform_python_and_every_requirement():
     # Another extra, Python or platform is another lock.
     assert lock_name(["ray==2.49.2", "mlx==0.29.1"], "aarch64-apple-darwin", "3.9.23") == \
         "aarch64-apple-darwin-py3.9.23_ray-2.49.2_mlx-0.29.1.txt"
+
+
+def test_runtime_venv_names_one_directory_per_tuple():
+    from saf import runtime_venv
+
+    assert runtime_venv({"python": "3.9.23", "ray": "2.49.2", "mlx": "0.29.1"}, "/opt/saf/") == \
+        "/opt/saf/venvs/py3.9.23-ray2.49.2-mlx0.29.1"
+    assert runtime_venv({"python": "3.11.7", "ray": "2.52.1", "mlx": "0.29.1", "interpreter": "/x"}, "/opt/saf") == \
+        "/opt/saf/venvs/py3.11.7-ray2.52.1-mlx0.29.1"
+
+
+@pytest.mark.parametrize("runtime, key", [
+    ({"python": "3.9.23", "ray": "", "mlx": "0.29.1"}, "ray"),
+    ({"python": "3.9.23", "ray": "2.49.2"}, "mlx"),
+    ({"python": "3.9/../x", "ray": "2.49.2", "mlx": "0.29.1"}, "python"),
+    ({"python": "3.9.23", "ray": "2.49.2", "mlx": "0.29-1"}, "mlx"),
+])
+def test_runtime_venv_refuses_a_version_that_cannot_name_a_directory(runtime, key):
+    from saf import runtime_venv
+
+    with pytest.raises(ValueError, match=f"runtime {key} version"):
+        runtime_venv(runtime, "/opt/saf")

@@ -1,0 +1,122 @@
+"""Lockstep upgrade and rollback on the lab cluster (playbooks/upgrade.yml, playbooks/rollback.yml).
+
+The new runtime is a newer Ray with a newer Python: Python 3.11.7 (the machine's pyenv build, as
+3.9.18 is for the lab's default), Ray 2.52.1, MLX 0.29.1; its lock is committed in locks/. It is
+set the way an operator sets it, in the inventory (an extra -i file of host variables), never
+with -e. Order matters: the upgrade passes, rollback.yml goes back on demand, then an upgrade whose
+verification is made to fail ends on the old versions with verify.yml green.
+"""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from labkit import lab_host, put_file, read_report, run_playbook
+
+pytestmark = pytest.mark.lab
+OLD = {"python": "3.9.18", "ray": "2.49.2", "mlx": "0.29.1"}
+NEW = {"python": "3.11.7", "ray": "2.52.1", "mlx": "0.29.1"}
+NEW_INTERPRETER = "/root/.pyenv/versions/3.11.7/bin/python3.11"
+NEW_VENV = "/opt/saf/venvs/py3.11.7-ray2.52.1-mlx0.29.1"
+OLD_VENV = "/opt/saf/venvs/py3.9.18-ray2.49.2-mlx0.29.1"
+NODES = ("ALPHA", "BETA")
+# A fault in the new runtime only: Ray's worker processes (default_worker.py) on BETA exit at
+# start, so the pinned task can never run there. The old venv has no such file.
+WORKER_FAULT = f"{NEW_VENV}/lib/python3.11/site-packages/sitecustomize.py"
+WORKER_FAULT_SOURCE = '''\
+# Test fault (tests/lab/test_8_upgrade.py): Ray worker processes exit at start.
+import os
+import sys
+
+if any(arg.endswith("default_worker.py") for arg in sys.argv):
+    os._exit(17)
+'''
+
+
+@pytest.fixture(scope="module")
+def new_runtime(tmp_path_factory, verified):
+    """An extra inventory source that sets the new runtime on every node (host variables)."""
+    path = tmp_path_factory.mktemp("upgrade") / "new-runtime.yml"
+    host_vars = {"saf_python_version": NEW["python"], "saf_ray_version": NEW["ray"],
+                 "saf_mlx_version": NEW["mlx"], "saf_python_interpreter": NEW_INTERPRETER}
+    path.write_text(yaml.safe_dump({"all": {"hosts": {name: dict(host_vars) for name in NODES}}}))
+    yield ["-i", "inventory/lab", "-i", str(path)]
+    # Whatever happened, leave the lab on its default runtime, as site.yml makes it.
+    for name in NODES:
+        lab_host(name).run(f"rm -f {WORKER_FAULT}")
+    restore = run_playbook("site.yml")
+    assert restore.returncode == 0, f"site.yml did not restore the default runtime:\n{restore}"
+
+
+def flat(text: str) -> str:
+    """``text`` with every run of whitespace made one space: the YAML callback wraps long messages."""
+    return " ".join(text.split())
+
+
+def venv_link(name: str) -> str:
+    return lab_host(name).check_output("readlink /opt/saf/venv")
+
+
+def node_ids() -> dict:
+    return {node["host"]: node["node_id"] for node in read_report()["cluster"]["nodes"]}
+
+
+def assert_cluster_runs(runtime: dict) -> None:
+    verify = run_playbook("verify.yml")
+    assert verify.returncode == 0, str(verify)
+    for row in read_report()["workers"]:
+        assert row["passed"] and row["versions"]["ray"] == runtime["ray"], row
+        assert row["versions"]["python"] == runtime["python"] and row["versions"]["mlx"] == runtime["mlx"], row
+
+
+def test_upgrade_to_a_newer_ray_and_python_passes(new_runtime):
+    before = node_ids()
+
+    run = run_playbook(*new_runtime, "playbooks/upgrade.yml")
+
+    assert run.returncode == 0, str(run)
+    assert "Upgrading from Python 3.9.18, Ray 2.49.2, MLX 0.29.1 to Python 3.11.7, Ray 2.52.1, MLX 0.29.1" in flat(run.output)
+    assert "Every node runs Python 3.11.7, Ray 2.52.1, MLX 0.29.1, verified" in flat(run.output), str(run)
+    assert "PLAY [Switch every node back to the previous venv]" in run.output  # rollback.yml's plays, skipped
+    for name in NODES:
+        assert venv_link(name) == NEW_VENV
+        assert lab_host(name).file(f"{OLD_VENV}/bin/python").exists  # the old venv stays on disk
+        assert lab_host(name).file("/opt/saf/venvs/previous.json").content_string.count('"ray": "2.49.2"') == 1
+    after = node_ids()
+    assert set(after) == set(before) and not set(after.values()) & set(before.values())  # every node restarted
+    # verify.yml on the new versions (in the inventory, as an operator leaves them after an upgrade)
+    verify = run_playbook(*new_runtime, "verify.yml")
+    assert verify.returncode == 0, str(verify)
+    assert all(row["versions"]["ray"] == NEW["ray"] for row in read_report()["workers"])
+
+
+def test_rollback_on_demand_goes_back_without_a_rebuild(new_runtime):
+    run = run_playbook("playbooks/rollback.yml")
+
+    assert run.returncode == 0, str(run)
+    assert "Going back to Python 3.9.18, Ray 2.49.2, MLX 0.29.1 from Python 3.11.7, Ray 2.52.1" in flat(run.output), str(run)
+    assert "Install the locked Ray" not in run.output and "Copy the wheelhouse" not in run.output  # no rebuild
+    for name in NODES:
+        assert venv_link(name) == OLD_VENV
+        assert lab_host(name).file(f"{NEW_VENV}/bin/python").exists  # still there for the next try
+    assert_cluster_runs(OLD)
+    # and the default inventory finds nothing to change: the same runtime, the same Ray settings
+    site = run_playbook("site.yml")
+    assert site.returncode == 0, str(site)
+    assert all(counts["changed"] == 0 for host, counts in site.recap.items() if host in NODES), str(site)
+
+
+def test_upgrade_that_fails_verification_ends_on_the_old_versions(new_runtime):
+    put_file("BETA", WORKER_FAULT, WORKER_FAULT_SOURCE)
+
+    run = run_playbook(*new_runtime, "playbooks/upgrade.yml", "-e", "saf_verify_timeout=30")
+
+    assert run.returncode != 0, str(run)
+    failure = flat(run.output[run.output.index("TASK [Fail when the new runtime was rolled back]"):])
+    assert "The upgrade to Python 3.11.7, Ray 2.52.1, MLX 0.29.1 failed" in failure, str(run)
+    assert "BETA" in failure, str(run)
+    assert "back on the old versions, Python 3.9.18, Ray 2.49.2, MLX 0.29.1, and its verification passed" in failure, str(run)
+    for name in NODES:
+        assert venv_link(name) == OLD_VENV
+    assert_cluster_runs(OLD)
