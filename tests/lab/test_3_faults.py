@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labkit import (ANSIBLE_PLAYBOOK, REPO, lab_exec, lab_host, raylet_pid, raylet_running, read_report,
+from labkit import (ANSIBLE_PLAYBOOK, REPO, lab_exec, lab_host, put_file, raylet_pid, raylet_running, read_report,
                     run_playbook)
 
 pytestmark = pytest.mark.lab
@@ -149,14 +149,18 @@ def test_network_cut_mid_run_reports_beta_unreachable(verified, restore_cluster,
 
 @pytest.fixture
 def dashboard_agent_crash(restore_cluster):
-    """Make every Ray start on BETA die: an empty executable named nvidia-smi on BETA's PATH (in
-    BETA's own mount namespace) makes Ray 2.49.2's dashboard agent crash at start, and the raylet
-    with it (ray-project/ray#56157). This is the fault the post-start wait exists for."""
-    mount = lab_exec("BETA", "sh", "-c", "mount -t tmpfs saf-fault /usr/local/bin && : > /usr/local/bin/nvidia-smi"
-                     " && chmod +x /usr/local/bin/nvidia-smi")
-    assert mount.returncode == 0, mount.stderr
+    """Make every Ray start on BETA die: an empty executable named nvidia-smi first on the PATH SAF
+    gives Ray (the venv's bin/) makes Ray 2.49.2's dashboard agent crash at start, and the raylet
+    with it (ray-project/ray#56157). This is the fault the post-start wait exists for.
+
+    It once sat in /usr/local/bin (a tmpfs mounted in BETA's mount namespace), and in one CI run
+    the first start did not die; the venv's bin/ is first on that PATH whatever else is on it."""
+    fake = f"{VENV}/bin/nvidia-smi"
+    put_file("BETA", fake, "", mode="0755")
+    found = lab_exec("BETA", "env", f"PATH={VENV}/bin:/usr/local/bin:/usr/bin:/bin", "sh", "-c", "command -v nvidia-smi")
+    assert found.stdout.strip() == fake, found
     yield
-    lab_exec("BETA", "umount", "/usr/local/bin")
+    assert lab_exec("BETA", "rm", "-f", fake).returncode == 0
 
 
 def test_start_that_dies_is_retried_once_then_reported_with_its_log(verified, dashboard_agent_crash):
