@@ -71,6 +71,7 @@ def assert_cluster_runs(runtime: dict) -> None:
 
 
 def test_upgrade_to_a_newer_ray_and_python_passes(new_runtime):
+    assert_cluster_runs(OLD)  # the starting point, and this cluster's node IDs in the report
     before = node_ids()
 
     run = run_playbook(*new_runtime, "playbooks/upgrade.yml")
