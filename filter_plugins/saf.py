@@ -130,9 +130,6 @@ def lock_name(requirements, uv_platform, python):
     return "%s-py%s_%s.txt" % (uv_platform, python, "_".join(parts))
 
 
-VENV_NAME = re.compile(r"^py(?P<python>[^-/]+)-ray(?P<ray>[^-/]+)-mlx(?P<mlx>[^-/]+)$")
-
-
 def runtime_venv(runtime, root):
     """Directory (str) of the venv for one runtime tuple ``runtime`` (``{'python', 'ray', 'mlx'}``)
     under ``root`` (saf_root_dir): ``ROOT/venvs/pyPYTHON-rayRAY-mlxMLX``. node_env builds it;
@@ -143,9 +140,7 @@ def runtime_venv(runtime, root):
         value = str(runtime.get(key) or "")
         if not value or "-" in value or "/" in value:
             raise ValueError(f"runtime {key} version {value!r} cannot name a venv directory")
-    name = "py%s-ray%s-mlx%s" % (runtime["python"], runtime["ray"], runtime["mlx"])
-    assert VENV_NAME.match(name)
-    return "%s/venvs/%s" % (str(root).rstrip("/"), name)
+    return "%s/venvs/py%s-ray%s-mlx%s" % (str(root).rstrip("/"), runtime["python"], runtime["ray"], runtime["mlx"])
 
 
 class FilterModule:

@@ -10,10 +10,6 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
-# The checks verify.yml makes, in the order it makes them; a test case per check per node.
-CHECKS = ("parity", "port_exposure", "gcs_membership", "mlx_probe")
-
-
 def verify_cases(workers, nodes, versions_by_host, exposure_by_host, reference):
     """The test cases of one verify.yml run: one per check per node.
 
