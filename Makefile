@@ -7,7 +7,12 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_FORCE_COLOR ?= 1
 
-.PHONY: demo test molecule bench unit locks lint lab-up lab-down lab-status site verify verify-hosts reset clean
+.PHONY: prerequisites demo test molecule bench unit locks lint lab-up lab-down lab-status site verify verify-hosts reset clean
+
+## prerequisites: install the system packages the lab, the tests and the bench need (apt-get, as
+## root) when any is missing; does nothing when all are present (lab/prerequisites.py)
+prerequisites:
+	@$(PYTHON) lab/prerequisites.py --python $(PYTHON)
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +21,7 @@ $(BIN)/.installed: requirements.txt
 	touch $@
 
 ## demo: set up the controller, bring up the lab, run site.yml then verify.yml on it
-demo: $(BIN)/.installed lab-up site verify
+demo: prerequisites $(BIN)/.installed lab-up site verify
 
 site: $(BIN)/.installed
 	$(BIN)/ansible-playbook site.yml
@@ -29,7 +34,7 @@ reset: $(BIN)/.installed
 
 ## test: lint, unit tests, the lab integration tests (brings the lab up itself), then the
 ## testinfra specs in verify/ against the lab cluster those tests leave running
-test: $(BIN)/.installed lint lab-up
+test: prerequisites $(BIN)/.installed lint lab-up
 	$(BIN)/pytest
 	$(MAKE) verify-hosts
 
@@ -47,8 +52,8 @@ molecule: $(BIN)/.installed
 
 ## bench: after `make demo`, time SAF against `ray up` and a hand-run floor on the lab, as ratios
 ## (prints a table, writes reports/bench.json; about 25 min; see docs/performance.md).
-## Needs rsync (apt-get install rsync). BENCH_ARGS="--rounds 3 --only cold,rerun" for a part.
-bench: $(BIN)/.installed
+## BENCH_ARGS="--rounds 3 --only cold,rerun" for a part.
+bench: prerequisites $(BIN)/.installed
 	$(BIN)/python tests/bench/saf_bench.py $(BENCH_ARGS)
 
 INVENTORY ?= inventory/lab

@@ -36,6 +36,9 @@ import sys
 import time
 from pathlib import Path
 
+import prerequisites  # the one list of system packages (make prerequisites)
+import pythons  # finds or obtains the lab's Pythons
+
 CLUSTER_NAMES = ("ALPHA", "BETA", "GAMMA", "DELTA", "EPSILON", "ZETA")
 # One more host on the same bridge that is never in the cluster: the outsider on the "LAN" from
 # which Ray's ports must be unreachable (inventory group saf_probes).
@@ -65,16 +68,14 @@ LOG_TAIL_LINES = 20
 
 REPO = Path(__file__).resolve().parent.parent
 STATE_DIR = REPO / ".lab"
-
-REQUIRED_TOOLS = {
-    "ip": "apt-get install iproute2",
-    "unshare": "apt-get install util-linux",
-    "nsenter": "apt-get install util-linux",
-    "mount": "apt-get install mount",
-    "ssh": "apt-get install openssh-client",
-    "ssh-keygen": "apt-get install openssh-client",
-    SSHD: "apt-get install openssh-server",
-}
+# The lab's Pythons, written by `up` and `add` as inventory variables of group saf_cluster (the
+# bench's and molecule's inventories link the same group_vars directory). Not committed.
+PYTHON_VARS = REPO / "inventory" / "lab" / "group_vars" / "saf_cluster" / "lab_python.yml"
+LOCK_DIR = REPO / "locks"
+LAB_UV_PLATFORM = "x86_64-manylinux_2_35"  # the uv platform of the lab's lock files (locks/targets.yml)
+# (inventory variable, series, release wanted): the default runtime's Python (roles/saf/defaults),
+# and the newer one the secure profile and the upgrade test move to (profiles/secure-lab.yml).
+LAB_PYTHONS = (("saf_lab_python", "3.9", "3.9.23"), ("saf_lab_python_next", "3.11", "3.11.7"))
 
 INIT_TEMPLATE = """\
 #!/bin/sh
@@ -193,13 +194,10 @@ def run(argv: list[str], timeout: float = COMMAND_TIMEOUT, check: bool = True) -
 
 
 def find_missing_tools() -> list[str]:
-    """Return a hint for every required tool that is not installed."""
-    missing = []
-    for tool, hint in REQUIRED_TOOLS.items():
-        found = os.access(tool, os.X_OK) if tool.startswith("/") else shutil.which(tool)
-        if not found:
-            missing.append(f"{tool} (fix: {hint})")
-    return missing
+    """Return a hint for every tool the lab needs that is not installed."""
+    return [f"{what} (fix: make prerequisites, or apt-get install {package})"
+            for what, package, _ in prerequisites.REQUIREMENTS
+            if what in prerequisites.LAB and not prerequisites.present(what)]
 
 
 def check_prerequisites(need_tools: bool = True) -> None:
@@ -311,6 +309,21 @@ def write_private_file(path: Path, text: str) -> None:
     tmp.write_text(text)
     tmp.chmod(0o600)
     tmp.replace(path)
+
+
+def write_python_vars(path: Path, chosen: dict) -> None:
+    """The inventory variables of the lab's Pythons (YAML; JSON is YAML): ``saf_python_version`` and
+    ``saf_python_interpreter`` from saf_lab_python, and every entry of ``chosen`` as it is."""
+    default = chosen["saf_lab_python"]
+    values = {"saf_python_version": default["version"], "saf_python_interpreter": default["interpreter"], **chosen}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["---", "# Written by lab/saflab.py (up, add): the Pythons it found or obtained for the lab; not committed."]
+    for key, value in values.items():
+        if isinstance(value, dict):
+            lines += [f"{key}:"] + [f"  {name}: {json.dumps(item)}" for name, item in sorted(value.items())]
+        else:
+            lines.append(f"{key}: {json.dumps(value)}")
+    path.write_text("\n".join(lines) + "\n")
 
 
 def bridge_nf_calls_iptables() -> bool:
@@ -593,6 +606,56 @@ class Lab:
                 )
                 raise LabError(f"{spec.name} cannot reach {peer.name} ({peer.address}:22) over {BRIDGE}: {hint}")
 
+    # ---- the lab's Pythons
+
+    def ensure_pythons(self) -> None:
+        """Find or obtain each of LAB_PYTHONS and write them to PYTHON_VARS (see lab/pythons.py).
+
+        A recorded choice whose interpreter still reports its release is kept, so the (bounded)
+        uv download is tried once per lab, not once per `up`."""
+        recorded = self.record.get("pythons", {})
+        chosen, lines = {}, []
+        for variable, series, target in LAB_PYTHONS:
+            previous = recorded.get(variable)
+            if previous and pythons.interpreter_version(previous["interpreter"]) == previous["version"]:
+                chosen[variable] = previous
+                continue
+            uv = next((path for path in (shutil.which("uv"), str(REPO / ".venv" / "bin" / "uv"))
+                       if path and os.access(path, os.X_OK)), None)
+            uv_dir = self.uv_python_dir(uv)
+            if uv is None:
+                lines.append(f"python {series}: no uv (the controller's venv has it: make .venv/bin/.installed); "
+                             "uv's managed Pythons not tried")
+            try:
+                found, notes = pythons.find_python(
+                    series, target, pythons.locked_releases(LOCK_DIR, LAB_UV_PLATFORM),
+                    uv=uv, pyenv_root=Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv"), uv_dir=uv_dir)
+            except pythons.PythonNotFound as exc:
+                raise LabError(str(exc)) from None
+            if found.version not in pythons.locked_releases(LOCK_DIR, LAB_UV_PLATFORM):
+                raise LabError(
+                    f"Python {found.version} ({found.path}) has no lock file for {LAB_UV_PLATFORM} in {LOCK_DIR}: "
+                    f"add a target with python \"{found.version}\" to locks/targets.yml, run `make locks`, "
+                    f"or install Python {target}")
+            chosen[variable] = found.as_vars()
+            lines += [f"python {series}: {note}" for note in notes]
+        for variable, series, _ in LAB_PYTHONS:
+            lines.append(f"python {series}: {chosen[variable]['version']} at {chosen[variable]['interpreter']} "
+                         f"({chosen[variable]['source']})")
+        self.record["pythons"] = chosen
+        self.save_record()
+        write_python_vars(PYTHON_VARS, chosen)
+        print("\n".join(lines), flush=True)
+
+    @staticmethod
+    def uv_python_dir(uv: str | None) -> Path | None:
+        """Where uv keeps its managed Pythons (``uv python dir``), or None without uv."""
+        if not uv:
+            return None
+        with contextlib.suppress(LabError):
+            return Path(run([uv, "python", "dir"]).stdout.strip())
+        return None
+
     # ---- commands
 
     def up(self, count: int) -> None:
@@ -610,6 +673,7 @@ class Lab:
                 self.remove_host(spec)
         self.record["cluster_hosts"] = count  # inventory/lab/hosts.py lists this many
         self.save_record()
+        self.ensure_pythons()
         self.ensure_bridge()
         self.start_hosts(wanted)
         print(f"lab up: {count} cluster host(s) and {PROBE_NAME}; try: ssh -F {shlex.quote(str(self.ssh_config))} {wanted[0].short} hostname")
@@ -619,6 +683,7 @@ class Lab:
         self.prepare_state_dir()
         self.ensure_machine_dir(OPT_SAF)
         self.ensure_machine_dir(PRIVSEP_DIR)
+        self.ensure_pythons()
         self.ensure_bridge()
         self.start_hosts(specs, added=True)
         print(f"lab add: {', '.join(spec.name for spec in specs)} up")
@@ -677,6 +742,7 @@ class Lab:
             print(f"removed bridge {BRIDGE}")
         self.remove_created_dirs()
         self.remove_state_dir()
+        PYTHON_VARS.unlink(missing_ok=True)
         print("lab down")
 
     def remove_state_dir(self) -> None:

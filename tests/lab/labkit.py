@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import testinfra
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
@@ -24,6 +25,21 @@ LAB_INVENTORY = REPO / "inventory" / "lab"
 PLAYBOOK_TIMEOUT = 1200  # seconds; a cold site.yml downloads and installs about 100 MB of wheels
 # testinfra's ansible backend calls ansible-inventory and ansible from PATH: use this venv's.
 os.environ["PATH"] = f"{ANSIBLE_PLAYBOOK.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+# The Pythons the lab tool chose for the lab (lab/saflab.py up writes them as inventory variables):
+# ``{'version', 'interpreter', 'prefix', 'source'}`` for the default runtime and for the newer one.
+PYTHON_VARS = LAB_INVENTORY / "group_vars" / "saf_cluster" / "lab_python.yml"
+
+
+def _lab_pythons() -> dict:
+    try:
+        return yaml.safe_load(PYTHON_VARS.read_text()) or {}
+    except OSError:
+        return {}  # the lab is not up: the `lab` fixture fails every lab test, saying so
+
+
+_UNKNOWN = {"version": "(lab not up)", "interpreter": "(lab not up)", "prefix": "(lab not up)", "source": ""}
+LAB_PYTHON = _lab_pythons().get("saf_lab_python", _UNKNOWN)
+LAB_PYTHON_NEXT = _lab_pythons().get("saf_lab_python_next", _UNKNOWN)
 RECAP = re.compile(r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
                    r"\s+failed=(?P<failed>\d+)", re.M)
 
@@ -81,6 +97,8 @@ def lab():
                           capture_output=True, timeout=120, check=False)
     if proc.returncode != 0:
         pytest.fail(f"the lab is not up (run `make lab-up`):\n{proc.stdout}{proc.stderr}")
+    if LAB_PYTHON is _UNKNOWN:
+        pytest.fail(f"{PYTHON_VARS} is missing: run `make lab-up`, which finds the lab's Pythons")
     return REPO
 
 

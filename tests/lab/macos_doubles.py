@@ -16,7 +16,7 @@ import argparse
 import json
 import sys
 
-from labkit import REPO, lab_exec, put_file
+from labkit import LAB_PYTHON, REPO, lab_exec, put_file
 
 MAC = "/opt/saf/macos"
 BREW = f"{MAC}/opt/homebrew"
@@ -64,8 +64,9 @@ def install_mac_tree(host: str, darwin: bool, peers: dict, offline: tuple = ()) 
     state = {
         f"{BREW}/bin/fake-brew.json": {"installed": {}, "provides": {"pyenv": f"{MAC}/doubles/pyenv",
                                                                     "uv": f"{MAC}/doubles/uv"}},
-        f"{BREW}/bin/fake-pyenv.json": {"builds": {"3.9.18": "/root/.pyenv/versions/3.9.18"}},
-        f"{BREW}/bin/fake-uv.json": {"builds": {"3.9.18": "/root/.pyenv/versions/3.9.18"},
+        # The doubles "build" the lab's own Python by copying its prefix (a pyenv or uv build).
+        f"{BREW}/bin/fake-pyenv.json": {"builds": {LAB_PYTHON["version"]: LAB_PYTHON["prefix"]}},
+        f"{BREW}/bin/fake-uv.json": {"builds": {LAB_PYTHON["version"]: LAB_PYTHON["prefix"]},
                                      "platform": "macos-aarch64-none"},
         f"{MAC}/Applications/Tailscale.app/Contents/MacOS/fake-tailscale.json": {
             "status": tailscale_status(host, peers, offline)},

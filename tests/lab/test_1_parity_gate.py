@@ -1,7 +1,7 @@
 """A node whose Python patch release differs stops site.yml before any `ray start`, anywhere.
 
-The lab's nodes run the pyenv build of Python 3.9; Debian's own /usr/bin/python3.11 (3.11.2) on
-BETA stands in for the 3.9.23-vs-3.9.6 mismatch the Mac Studios had.
+The lab's nodes run the Python 3.9 the lab tool chose (LAB_PYTHON); Debian's own /usr/bin/python3.11
+(3.11.2) on BETA stands in for the 3.9.23-vs-3.9.6 mismatch the Mac Studios had.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import yaml
 
-from labkit import raylet_running, run_playbook
+from labkit import LAB_PYTHON, raylet_running, run_playbook
 
 pytestmark = pytest.mark.lab
 OTHER_PYTHON = "/usr/bin/python3.11"
@@ -44,7 +44,7 @@ def test_interpreter_of_the_wrong_release_fails_naming_both(stopped_cluster, tmp
     run = run_playbook("-i", "inventory/lab", "-i", extra, "site.yml")
 
     assert run.returncode != 0, str(run)
-    assert f"BETA: {OTHER_PYTHON} is Python {other}, want exactly 3.9.18" in run.output, str(run)
+    assert f"BETA: {OTHER_PYTHON} is Python {other}, want exactly {LAB_PYTHON['version']}" in run.output, str(run)
     assert "Start the Ray head node" not in run.output, str(run)
     assert not raylet_running("ALPHA") and not raylet_running("BETA")
 
@@ -58,7 +58,7 @@ def test_nodes_pinned_to_different_releases_fail_with_a_table(stopped_cluster, t
     assert run.returncode != 0, str(run)
     assert "Python releases differ between nodes" in run.output, str(run)
     table = [line for line in run.output.splitlines() if "ALPHA" in line or "BETA" in line]
-    assert any("3.9.18" in line and "ALPHA" in line for line in table), str(run)
+    assert any(LAB_PYTHON["version"] in line and "ALPHA" in line for line in table), str(run)
     assert any(other in line and "BETA" in line and "differs" in line for line in table), str(run)
     assert "Start the Ray head node" not in run.output, str(run)
     assert not raylet_running("ALPHA") and not raylet_running("BETA")

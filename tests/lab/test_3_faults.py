@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labkit import (ANSIBLE_PLAYBOOK, REPO, lab_exec, lab_host, put_file, raylet_pid, raylet_running, read_report,
+from labkit import (ANSIBLE_PLAYBOOK, LAB_PYTHON, REPO, lab_exec, lab_host, put_file, raylet_pid, raylet_running, read_report,
                     run_playbook)
 
 pytestmark = pytest.mark.lab
@@ -213,7 +213,7 @@ def other_ray_wheel(tmp_path_factory) -> Path:
     dest = Path.home() / ".cache" / "saf" / "test-wheels"
     dest.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-                    "--platform=manylinux2014_x86_64", "--python-version=3.9.18", "--implementation=cp",
+                    "--platform=manylinux2014_x86_64", f"--python-version={LAB_PYTHON['version']}", "--implementation=cp",
                     "--dest", str(dest), "ray==2.49.1"], check=True, timeout=600)
     (wheel,) = dest.glob("ray-2.49.1-*.whl")
     return wheel

@@ -18,7 +18,7 @@ import shlex
 
 import pytest
 
-from labkit import REPO, lab_exec, lab_host, run_playbook
+from labkit import LAB_PYTHON, REPO, lab_exec, lab_host, run_playbook
 from macos_doubles import BREW, DOUBLES, MAC, install_mac_tree, remove_mac_tree, sh, tailscale_status, write_json
 
 EXTRA = ["-e", "@tests/lab/macos/overrides.yml"]
@@ -61,8 +61,8 @@ def test_site_walks_the_macos_branch(mac_site):
     assert sorted(brew["installed"]) == ["openssl@3", "pyenv", "readline", "xz", "zlib"]
     assert lab_host("BETA").file(f"{BREW}/Cellar/pyenv").user == "nobody"
     # pyenv built the pinned release where the macOS default interpreter path points.
-    python = f"{MAC}/Users/saf/.pyenv/versions/3.9.18/bin/python3"
-    assert sh("BETA", f"{python} -c 'import platform; print(platform.python_version())'").strip() == "3.9.18"
+    python = f"{MAC}/Users/saf/.pyenv/versions/{LAB_PYTHON['version']}/bin/python3"
+    assert sh("BETA", f"{python} -c 'import platform; print(platform.python_version())'").strip() == LAB_PYTHON["version"]
     # The Metal check ran as a launchd job before Ray started.
     assert re.search(r"BETA: MLX computes on ok Device\(cpu, 0\) in the launchd context of the Ray job", out), out
     assert "TASK [power_settings" in out and "TASK [tailscale_network" in out
@@ -147,10 +147,10 @@ def fresh_beta() -> None:
 def test_pyenv_build_without_lzma_fails_naming_it(mac_site):
     fresh_beta()
     write_json("BETA", f"{BREW}/bin/fake-pyenv.json",
-               {"builds": {"3.9.18": "/root/.pyenv/versions/3.9.18"}, "missing_libraries": ["xz"]})
+               {"builds": {LAB_PYTHON["version"]: LAB_PYTHON["prefix"]}, "missing_libraries": ["xz"]})
     run = run_playbook("tests/lab/macos/python_runtime.yml", *ONLY_BETA, env=ENV)
     assert run.returncode != 0, str(run)
-    assert re.search(r"BETA: \S+/\.pyenv/versions/3\.9\.18/bin/python3 cannot import\s+lzma", run.output), str(run)
+    assert re.search(rf"BETA: \S+/\.pyenv/versions/{re.escape(LAB_PYTHON['version'])}/bin/python3 cannot import\s+lzma", run.output), str(run)
 
 
 def test_existing_interpreter_reports_unchanged(mac_site):
@@ -173,7 +173,7 @@ def test_homebrew_runs_as_its_owner_when_the_play_uses_become(mac_site):
 
 def test_uv_installer(mac_site):
     fresh_beta()
-    python = f"{MAC}/Users/saf/.local/share/uv/python/cpython-3.9.18-macos-aarch64-none/bin/python3"
+    python = f"{MAC}/Users/saf/.local/share/uv/python/cpython-{LAB_PYTHON['version']}-macos-aarch64-none/bin/python3"
     run = run_playbook("tests/lab/macos/python_runtime.yml", *ONLY_BETA, "-e", "saf_python_installer=uv",
                        "-e", f"saf_python_interpreter={python}", env=ENV)
     assert run.returncode == 0, str(run)

@@ -12,10 +12,10 @@ import json
 
 import pytest
 
-from labkit import REPO, lab_exec, run_playbook
+from labkit import LAB_PYTHON_NEXT, REPO, lab_exec, run_playbook
 
 PROFILE = ["-e", "@profiles/secure-lab.yml"]
-VENV = "/opt/saf/venvs/py3.11.7-ray2.52.1-mlx0.29.1"
+VENV = f"/opt/saf/venvs/py{LAB_PYTHON_NEXT['version']}-ray2.52.1-mlx0.29.1"
 CONNECT = ("import ray, sys\n"
            "try:\n"
            "    ray.init(address='198.18.0.11:6380', log_to_driver=False)\n"

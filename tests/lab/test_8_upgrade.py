@@ -1,7 +1,8 @@
 """Lockstep upgrade and rollback on the lab cluster (playbooks/upgrade.yml, playbooks/rollback.yml).
 
-The new runtime is a newer Ray with a newer Python: Python 3.11.7 (the machine's pyenv build, as
-3.9.18 is for the lab's default), Ray 2.52.1, MLX 0.29.1; its lock is committed in locks/. It is
+The new runtime is a newer Ray with a newer Python: the lab's Python 3.11 (LAB_PYTHON_NEXT, as
+LAB_PYTHON is for the lab's default; both chosen by the lab tool), Ray 2.52.1, MLX 0.29.1; its
+lock is committed in locks/. It is
 set the way an operator sets it, in the inventory (an extra -i file of host variables), never
 with -e. Order matters: the upgrade passes, rollback.yml goes back on demand, then an upgrade whose
 verification is made to fail ends on the old versions with verify.yml green.
@@ -12,14 +13,18 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from labkit import lab_host, put_file, read_report, run_playbook
+from labkit import LAB_PYTHON, LAB_PYTHON_NEXT, lab_host, put_file, read_report, run_playbook
 
 pytestmark = pytest.mark.lab
-OLD = {"python": "3.9.18", "ray": "2.49.2", "mlx": "0.29.1"}
-NEW = {"python": "3.11.7", "ray": "2.52.1", "mlx": "0.29.1"}
-NEW_INTERPRETER = "/root/.pyenv/versions/3.11.7/bin/python3.11"
-NEW_VENV = "/opt/saf/venvs/py3.11.7-ray2.52.1-mlx0.29.1"
-OLD_VENV = "/opt/saf/venvs/py3.9.18-ray2.49.2-mlx0.29.1"
+OLD = {"python": LAB_PYTHON["version"], "ray": "2.49.2", "mlx": "0.29.1"}
+NEW = {"python": LAB_PYTHON_NEXT["version"], "ray": "2.52.1", "mlx": "0.29.1"}
+NEW_INTERPRETER = LAB_PYTHON_NEXT["interpreter"]
+NEW_VENV = "/opt/saf/venvs/py{python}-ray{ray}-mlx{mlx}".format(**NEW)
+OLD_VENV = "/opt/saf/venvs/py{python}-ray{ray}-mlx{mlx}".format(**OLD)
+
+
+def runtime(versions: dict) -> str:
+    return "Python {python}, Ray {ray}, MLX {mlx}".format(**versions)
 NODES = ("ALPHA", "BETA")
 # A fault in the new runtime only: Ray's worker processes (default_worker.py) on BETA exit at
 # start, so the pinned task can never run there. The old venv has no such file.
@@ -77,8 +82,8 @@ def test_upgrade_to_a_newer_ray_and_python_passes(new_runtime):
     run = run_playbook(*new_runtime, "playbooks/upgrade.yml")
 
     assert run.returncode == 0, str(run)
-    assert "Upgrading from Python 3.9.18, Ray 2.49.2, MLX 0.29.1 to Python 3.11.7, Ray 2.52.1, MLX 0.29.1" in flat(run.output)
-    assert "Every node runs Python 3.11.7, Ray 2.52.1, MLX 0.29.1, verified" in flat(run.output), str(run)
+    assert f"Upgrading from {runtime(OLD)} to {runtime(NEW)}" in flat(run.output)
+    assert f"Every node runs {runtime(NEW)}, verified" in flat(run.output), str(run)
     assert "PLAY [Switch every node back to the previous venv]" in run.output  # rollback.yml's plays, skipped
     for name in NODES:
         assert venv_link(name) == NEW_VENV
@@ -96,7 +101,7 @@ def test_rollback_on_demand_goes_back_without_a_rebuild(new_runtime):
     run = run_playbook("playbooks/rollback.yml")
 
     assert run.returncode == 0, str(run)
-    assert "Going back to Python 3.9.18, Ray 2.49.2, MLX 0.29.1 from Python 3.11.7, Ray 2.52.1" in flat(run.output), str(run)
+    assert f"Going back to {runtime(OLD)} from Python {NEW['python']}, Ray {NEW['ray']}" in flat(run.output), str(run)
     assert "Install the locked Ray" not in run.output and "Copy the wheelhouse" not in run.output  # no rebuild
     for name in NODES:
         assert venv_link(name) == OLD_VENV
@@ -115,9 +120,9 @@ def test_upgrade_that_fails_verification_ends_on_the_old_versions(new_runtime):
 
     assert run.returncode != 0, str(run)
     failure = flat(run.output[run.output.index("TASK [Fail when the new runtime was rolled back]"):])
-    assert "The upgrade to Python 3.11.7, Ray 2.52.1, MLX 0.29.1 failed" in failure, str(run)
+    assert f"The upgrade to {runtime(NEW)} failed" in failure, str(run)
     assert "BETA" in failure, str(run)
-    assert "back on the old versions, Python 3.9.18, Ray 2.49.2, MLX 0.29.1, and its verification passed" in failure, str(run)
+    assert f"back on the old versions, {runtime(OLD)}, and its verification passed" in failure, str(run)
     for name in NODES:
         assert venv_link(name) == OLD_VENV
     assert_cluster_runs(OLD)

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,10 +28,27 @@ SETPRIV = shutil.which("setpriv")
 NOBODY = 65534
 
 
-def run(state_dir, *args, as_nobody=False):
+def run(state_dir, *args, as_nobody=False, pmset=PMSET):
     env = dict(os.environ, SAF_FAKE_STATE_DIR=str(state_dir))
+    if as_nobody:  # the system's python3 for the double's shebang: a PATH entry under /root is out of reach
+        env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
     prefix = [SETPRIV, "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups"] if as_nobody else []
-    return subprocess.run(prefix + [str(PMSET)] + list(args), env=env, capture_output=True, text=True, timeout=30)
+    return subprocess.run(prefix + [str(pmset)] + list(args), env=env, capture_output=True, text=True, timeout=30)
+
+
+@pytest.fixture
+def pmset_for_nobody():
+    """A copy of the double that ``nobody`` can run wherever the clone is: a clone in root's home
+    (mode 0700) is out of nobody's reach, and so is pytest's tmp_path (/tmp/pytest-of-root, 0700)."""
+    directory = Path(tempfile.mkdtemp(prefix="saf-pmset-"))
+    try:
+        directory.chmod(0o755)
+        copy = directory / "pmset"
+        shutil.copy2(PMSET, copy)
+        copy.chmod(0o755)
+        yield copy
+    finally:
+        shutil.rmtree(directory)
 
 
 def custom(state_dir):
@@ -97,15 +115,15 @@ def test_battery_settings_are_accepted_and_change_nothing_on_a_desktop(tmp_path)
 
 @pytest.mark.skipif(os.geteuid() == 0 and SETPRIV is None,
                     reason="running as root without setpriv (util-linux): cannot run the fake as another user")
-def test_setting_as_another_user_fails_like_pmset_and_changes_nothing(tmp_path):
+def test_setting_as_another_user_fails_like_pmset_and_changes_nothing(tmp_path, pmset_for_nobody):
     before = custom(tmp_path)
     # The fake refuses before it reads its state, as pmset does, so nobody needs no access to tmp_path.
-    result = run(tmp_path, "-a", "sleep", "0", as_nobody=os.geteuid() == 0)
-    assert result.returncode == 1
-    assert result.stdout == "'%s' must be run as root...\n" % PMSET
+    result = run(tmp_path, "-a", "sleep", "0", as_nobody=os.geteuid() == 0, pmset=pmset_for_nobody)
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == "'%s' must be run as root...\n" % pmset_for_nobody
     assert custom(tmp_path) == before
     # Arguments are checked first: a bad one gets the usage text whoever runs it.
-    assert run(tmp_path, "-a", "sleepy", "0", as_nobody=os.geteuid() == 0).stdout == USAGE
+    assert run(tmp_path, "-a", "sleepy", "0", as_nobody=os.geteuid() == 0, pmset=pmset_for_nobody).stdout == USAGE
 
 
 @pytest.mark.parametrize("args", [
