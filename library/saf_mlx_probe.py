@@ -10,7 +10,8 @@ DOCUMENTATION = r"""
 module: saf_mlx_probe
 short_description: Run an MLX matmul as a Ray task pinned to each worker node and check where and how it ran
 description:
-  - Connects to the Ray cluster as a driver (run it on the Ray head node, under the cluster venv's Python),
+  - Connects to the Ray cluster as a driver (run it on the Ray head node, under the runtime venv's Python,
+    C(saf_runtime_venv/bin/python) in the roles, with C(saf_ray_environment) as its environment),
     selects each target's Alive node by its Ray node IP (O(node_address)) or by its hostname (O(expected_hostname)),
     and runs an N x N float32 MLX matrix product there as a Ray task pinned with
     C(NodeAffinitySchedulingStrategy) with C(soft=False) and C(num_cpus=1).
@@ -43,7 +44,8 @@ attributes:
 options:
   gcs_address:
     description:
-      - Address of the Ray GCS on the head node, as V(host:port) (e.g. V(192.0.2.1:6379)).
+      - Address of the Ray GCS on the head node, as V(host:port) (e.g. V(192.0.2.1:6380); SAF's GCS port is
+        C(saf_ray_gcs_port), 6380, not Ray's default 6379).
       - Never V(auto); the module does not guess the cluster.
     type: str
     required: true
@@ -121,6 +123,12 @@ notes:
     retries for minutes against a down head node.
   - The task function is shipped by value (C(ray.cloudpickle.register_pickle_by_value)), because the worker
     node cannot import the module_utils packed in this module's AnsiballZ payload.
+  - Each task runs with C(num_cpus=1) and C(max_retries=0). A task pinned with C(soft=False) to a node without a
+    free CPU stays pending, so a task without a result at the timeout is force-cancelled
+    (C(ray.cancel(force=True))) and the message reports the node's free CPUs (e.g. C(CPU 0 of 1)).
+  - Every failure message starts with the worker's inventory name. With O(workers), the module's C(msg) joins
+    the failed workers' messages with C(; ); each worker's own is its C(msg) in RV(workers).
+  - A failed probe still returns every field known so far, so a report can be written from it.
 seealso:
   - name: Ray NodeAffinitySchedulingStrategy
     description: Pinning a task to a node; with soft=False a task waits indefinitely while the node is busy.
@@ -128,37 +136,61 @@ seealso:
 """
 
 EXAMPLES = r"""
+# On the Ray head node (a play on ray_head), as roles/cluster_verify runs it: under the runtime venv's
+# Python (the Ray driver must match the cluster's Python and Ray), with the environment every SAF
+# driver gets. saf_node_ip, saf_node_hostname and saf_ray_gcs_port come from the inventory and the
+# saf role's defaults.
 - name: Check that BETA runs MLX on its GPU as a Ray task
   saf_mlx_probe:
-    gcs_address: "{{ ray_head_ip }}:6379"
-    driver_node_ip: "{{ ray_head_ip }}"
-    expected_hostname: BETA.local
-    node_address: "{{ hostvars['beta'].ray_node_ip }}"
-    host: beta
+    gcs_address: "{{ saf_node_ip }}:{{ saf_ray_gcs_port }}"
+    driver_node_ip: "{{ saf_node_ip }}"
+    host: BETA
+    expected_hostname: "{{ hostvars['BETA'].saf_node_hostname }}"
+    node_address: "{{ hostvars['BETA'].saf_node_ip }}"
     require_gpu: true
+  vars:
+    ansible_python_interpreter: "{{ saf_runtime_venv }}/bin/python"
+  environment: "{{ saf_ray_environment }}"
   register: beta_probe
 
 - name: Show the throughput
   ansible.builtin.debug:
     msg: "{{ beta_probe.host }}: {{ beta_probe.gflops | round(1) }} GFLOPS on {{ beta_probe.device }}"
 
-- name: Probe every worker at once, with one bounded wait
+- name: Probe every worker node at once, with one bounded wait
   saf_mlx_probe:
-    gcs_address: "{{ ray_head_ip }}:6379"
-    driver_node_ip: "{{ ray_head_ip }}"
-    workers:
-      - {host: beta, expected_hostname: BETA.local, node_address: 192.0.2.2}
-      - {host: gamma, expected_hostname: GAMMA.local, node_address: 192.0.2.3}
-    timeout: 120
+    gcs_address: "{{ saf_node_ip }}:{{ saf_ray_gcs_port }}"
+    driver_node_ip: "{{ saf_node_ip }}"
+    workers: >-
+      {% set ns = namespace(workers=[]) %}{% for h in groups['ray_workers'] %}{% set ns.workers = ns.workers + [{
+        'host': h, 'expected_hostname': hostvars[h].saf_node_hostname,
+        'node_address': hostvars[h].saf_node_ip}] %}{% endfor %}{{ ns.workers }}
+    matrix_size: "{{ saf_verify_matrix_size }}"
+    iterations: "{{ saf_verify_iterations }}"
+    timeout: "{{ saf_verify_timeout }}"
+    require_gpu: "{{ saf_verify_require_gpu }}"
+  vars:
+    ansible_python_interpreter: "{{ saf_runtime_venv }}/bin/python"
+  environment: "{{ saf_ray_environment }}"
   register: probes
+  failed_when: false
 
-- name: Lab (MLX CPU backend), select the worker by hostname, small matrices
+- name: Show each worker's verdict
+  ansible.builtin.debug:
+    msg: "{{ item.host }}: {{ 'PASS' if item.passed else 'FAIL: ' ~ item.msg }}"
+  loop: "{{ probes.workers | default([]) }}"
+
+- name: Lab (MLX CPU backend), select BETA by its hostname, small matrices
   saf_mlx_probe:
-    gcs_address: 198.51.100.1:6379
-    driver_node_ip: 198.51.100.1
-    expected_hostname: beta
+    gcs_address: "{{ saf_node_ip }}:{{ saf_ray_gcs_port }}"
+    driver_node_ip: "{{ saf_node_ip }}"
+    expected_hostname: "{{ hostvars['BETA'].saf_node_hostname }}"
     matrix_size: 256
     timeout: 60
+    require_gpu: false
+  vars:
+    ansible_python_interpreter: "{{ saf_runtime_venv }}/bin/python"
+  environment: "{{ saf_ray_environment }}"
 """
 
 RETURN = r"""

@@ -10,8 +10,8 @@ DOCUMENTATION = r"""
 module: saf_ray_membership
 short_description: Wait until the expected Ray nodes are Alive in the GCS and stay Alive
 description:
-  - Connects to the Ray cluster as a driver (run it on the Ray head node, under the cluster venv's Python)
-    and polls C(ray.nodes) until every expected node IP is an Alive node, and has stayed the only Alive
+  - Connects to the Ray cluster as a driver (run it on the Ray head node, under the runtime venv's Python,
+    C(saf_runtime_venv/bin/python) in the roles, with C(saf_ray_environment) as its environment) and polls C(ray.nodes) until every expected node IP is an Alive node, and has stayed the only Alive
     node at that address, with the same node ID, for O(settle) seconds (at least two polls). This catches
     a raylet that registers and dies seconds later (seen with Ray 2.49.2 when its dashboard agent dies).
   - Dead entries that Ray keeps for a restarted node (same address and hostname, old node ID) are ignored.
@@ -32,7 +32,8 @@ attributes:
 options:
   gcs_address:
     description:
-      - Address of the Ray GCS on the head node, as V(host:port) (e.g. V(192.0.2.1:6379)). Never V(auto).
+      - Address of the Ray GCS on the head node, as V(host:port) (e.g. V(192.0.2.1:6380); SAF's GCS port is
+        C(saf_ray_gcs_port), 6380, not Ray's default 6379). Never V(auto).
     type: str
     required: true
   driver_node_ip:
@@ -71,27 +72,49 @@ notes:
   - A raylet that exits cleanly is marked dead by the GCS within a second; one that is killed stays Alive for
     11-15 s, until the GCS health check gives up (Ray 2.49.2 defaults, observed). A worker node restarted
     within that window shows two Alive entries at its address; the module waits until one remains.
+  - On timeout the message gives each missing host's state, one of C(never Alive), C(was Alive, then not)
+    (a raylet that died after C(ray start) printed success), C(Alive for less than the settle period), or
+    C(2 Alive entries at this address), followed by every live node as C(address hostname node_id).
 """
 
 EXAMPLES = r"""
-- name: Wait for ALPHA (head node) and BETA (worker node) to be Alive Ray nodes
+# On the Ray head node (a play on ray_head), as roles/ray_node runs it (tasks/wait.yml): under the
+# runtime venv's Python (the Ray driver must match the cluster's Python and Ray), with the environment
+# every SAF driver gets. saf_node_ip comes from the inventory, the rest from the saf role's defaults.
+- name: Wait until every node of saf_cluster is an Alive Ray node, and stays Alive
   saf_ray_membership:
-    gcs_address: "{{ hostvars['alpha'].ray_node_ip }}:6379"
-    driver_node_ip: "{{ hostvars['alpha'].ray_node_ip }}"
-    expected:
-      - host: alpha
-        address: "{{ hostvars['alpha'].ray_node_ip }}"
-      - host: beta
-        address: "{{ hostvars['beta'].ray_node_ip }}"
-    timeout: 90
+    gcs_address: "{{ saf_node_ip }}:{{ saf_ray_gcs_port }}"
+    driver_node_ip: "{{ saf_node_ip }}"
+    expected: >-
+      {{ dict(groups['saf_cluster'] | zip(groups['saf_cluster'] | map('extract', hostvars, 'saf_node_ip')))
+         | dict2items(key_name='host', value_name='address') }}
+    timeout: "{{ saf_ray_start_timeout }}"
+    settle: "{{ saf_ray_settle_seconds }}"
+  vars:
+    ansible_python_interpreter: "{{ saf_runtime_venv }}/bin/python"
+  environment: "{{ saf_ray_environment }}"
   register: membership
   ignore_errors: true
 
-- name: Show the raylet log tail of the nodes that did not join
-  ansible.builtin.command: tail -n 50 /tmp/ray/session_latest/logs/raylet.out
-  delegate_to: "{{ item }}"
-  loop: "{{ membership.missing | default([]) }}"
-  changed_when: false
+- name: Name the nodes that did not join (their raylet logs are under saf_ray_temp_dir)
+  ansible.builtin.debug:
+    msg: "{{ item.0 }} ({{ item.1 }}) is not an Alive Ray node; see its raylet*.out under {{ saf_ray_temp_dir }}"
+  loop: "{{ membership.missing | zip(membership.missing_addresses) | list }}"
+
+- name: Ask the GCS once which worker nodes it lists as Alive (no settle period, no failure)
+  saf_ray_membership:
+    gcs_address: "{{ saf_node_ip }}:{{ saf_ray_gcs_port }}"
+    driver_node_ip: "{{ saf_node_ip }}"
+    expected: >-
+      {{ dict(groups['ray_workers'] | zip(groups['ray_workers'] | map('extract', hostvars, 'saf_node_ip')))
+         | dict2items(key_name='host', value_name='address') }}
+    timeout: 5
+    settle: 0
+  vars:
+    ansible_python_interpreter: "{{ saf_runtime_venv }}/bin/python"
+  environment: "{{ saf_ray_environment }}"
+  register: gcs_view
+  failed_when: false
 """
 
 RETURN = r"""

@@ -108,6 +108,12 @@ notes:
     C(... via DERP(fra) in 25ms) (DERP relay) or C(... via peer-relay(...) in 9ms) (Tailscale peer relay,
     counted as relay); a lost one C(ping "100.64.0.12" timed out).
   - C(tailscale status --json) gets 30 seconds; a tailscaled that does not answer in that time fails the module.
+  - A C(BackendState) other than C(Running) fails with what to do, e.g. C(NeedsLogin) (log in), C(Stopped)
+    (C(tailscale up)), C(NeedsMachineAuth) (approve the machine in the admin console).
+  - Over SSH a Mac's C(PATH) is C(/usr/bin:/bin:/usr/sbin:/sbin), so the CLI is usually found by the fallbacks
+    (O(app_cli), then O(homebrew_prefixes)).
+  - O(ping_timeout) is passed as a Go duration, C(5s), or C(2500ms) for V(2.5). Flags come before the address
+    (Go's flag parsing stops at the first argument).
 seealso:
   - name: tailscale ping
     description: How Tailscale reports the path each reply took.
@@ -115,28 +121,39 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: Check the tailnet between ALPHA and BETA from ALPHA
+# On every node of saf_cluster, as roles/tailscale_network runs it: under the node's own Python (3.9 or
+# later, standard library only; before any venv exists). The saf_tailscale_* settings are the saf
+# role's defaults; saf_tailscale_name and saf_node_ip are per-host inventory variables.
+- name: Check this node's Tailscale status and its paths to the other nodes
   saf_tailscale_check:
-    self_name: alpha
-    peers:
-      - {name: alpha, host: ALPHA, address: 100.64.0.11}
-      - {name: beta, host: BETA, address: null}
+    cli: "{{ saf_tailscale_cli if saf_tailscale_cli | length > 0 else omit }}"
+    app_cli: "{{ saf_tailscale_app_cli }}"
+    homebrew_prefixes: "{{ saf_tailscale_homebrew_prefixes }}"
+    peers: >-
+      {% set ns = namespace(peers=[]) %}{% for h in groups['saf_cluster'] %}{% set ns.peers = ns.peers + [{
+        'name': hostvars[h].saf_tailscale_name | default(h),
+        'host': h,
+        'address': hostvars[h].saf_node_ip | default(none)}] %}{% endfor %}{{ ns.peers }}
+    self_name: "{{ saf_tailscale_name | default(inventory_hostname) }}"
+    ping_count: "{{ saf_tailscale_ping_count }}"
+    ping_timeout: "{{ saf_tailscale_ping_timeout }}"
   register: tailnet
 
-- name: Show how ALPHA reaches BETA
+- name: Show how this node reaches the others
   ansible.builtin.debug:
     msg: "{{ item.host }}: {{ item.path }}, {{ item.latency_ms }} ms via {{ item.via }}"
   loop: "{{ tailnet.ping }}"
 
-- name: Use the app bundle's CLI only, fewer and shorter pings
+- name: On BETA, the app bundle's CLI only, fewer and shorter pings, addresses left to Tailscale
   saf_tailscale_check:
-    cli: /Applications/Tailscale.app/Contents/MacOS/Tailscale
-    self_name: beta
+    cli: "{{ saf_tailscale_app_cli }}"
+    self_name: BETA
     peers:
-      - {name: alpha, host: ALPHA, address: 100.64.0.11}
-      - {name: beta, host: BETA, address: 100.64.0.12}
-    ping_count: 3
+      - {name: ALPHA, address: null}
+      - {name: BETA, address: null}
+    ping_count: 2
     ping_timeout: 2
+  when: inventory_hostname == 'BETA'
 """
 
 RETURN = r"""
