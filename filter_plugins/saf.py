@@ -25,6 +25,14 @@ def text_table(rows, columns, markers=None):
     ]
 
 
+MISSING = "missing"
+
+
+def _version_cell(versions, key):
+    value = (versions or {}).get(key)
+    return MISSING if value is None else str(value)
+
+
 def parity_report(versions_by_host, keys, reference=None):
     """Compare ``versions_by_host`` (``{host: {key: version}}``) on ``keys``.
 
@@ -35,14 +43,15 @@ def parity_report(versions_by_host, keys, reference=None):
     Returns a dict with ``ok`` (every host has the same value for every key), ``mismatched``
     (the keys whose values differ, in ``keys`` order) and ``table`` (see :func:`text_table`:
     a ``host`` column then one column per key; rows that differ from the reference end with
-    ``<- differs``). A missing value counts as a difference.
+    ``<- differs``). A missing value (absent or None) counts as a difference, also when every host
+    lacks it, and no host at all is not ok: versions that were never read never pass.
     """
     keys = list(keys)
     rows = [
-        dict({"host": host}, **{key: str((versions or {}).get(key, "missing")) for key in keys})
+        dict({"host": host}, **{key: _version_cell(versions, key) for key in keys})
         for host, versions in versions_by_host.items()
     ]
-    mismatched = [key for key in keys if len({row[key] for row in rows}) > 1]
+    mismatched = [key for key in keys if len({row[key] for row in rows}) > 1 or any(row[key] == MISSING for row in rows)]
     by_host = {row["host"]: row for row in rows}
     if reference in by_host:
         wanted = {key: by_host[reference][key] for key in keys}
@@ -50,10 +59,11 @@ def parity_report(versions_by_host, keys, reference=None):
         wanted = {}
         for key in keys:
             values = [row[key] for row in rows]
-            wanted[key] = max(sorted(set(values)), key=values.count)
-    markers = ["  <- differs" if any(row[key] != wanted[key] for key in keys) else "" for row in rows]
+            wanted[key] = max(sorted(set(values)), key=values.count, default=MISSING)
+    markers = ["  <- differs" if any(row[key] != wanted[key] or row[key] == MISSING for key in keys) else ""
+               for row in rows]
     return {
-        "ok": not mismatched,
+        "ok": bool(rows) and not mismatched,
         "mismatched": mismatched,
         "table": text_table(rows, ["host"] + keys, markers),
     }
@@ -143,6 +153,29 @@ def runtime_venv(runtime, root):
     return "%s/venvs/py%s-ray%s-mlx%s" % (str(root).rstrip("/"), runtime["python"], runtime["ray"], runtime["mlx"])
 
 
+RUNTIME_KEYS = ("python", "ray", "mlx")
+
+
+def runtime_tuples(runtimes):
+    """The distinct runtime tuples among ``runtimes`` (a list of dicts such as ray_node's record's
+    ``runtime``, which may also carry ``interpreter``): a list of ``{'python', 'ray', 'mlx'}``
+    dicts, in first-seen order. Any other key (the interpreter's path) is left out, so nodes whose
+    interpreters live at different paths still count as one runtime. An empty dict (no record)
+    counts as a tuple of its own. Used by upgrade.yml and rollback.yml to require one runtime."""
+    seen = []
+    for runtime in runtimes:
+        item = {key: (runtime or {}).get(key) for key in RUNTIME_KEYS} if runtime else {}
+        if item not in seen:
+            seen.append(item)
+    return seen
+
+
+def upgrade_failures(nodes):
+    """The messages of every node (``nodes``: a list of hostvars) that noted an ``upgrade_failure``
+    during upgrade.yml, in inventory order; empty when the new runtime works."""
+    return [str(node.get("upgrade_failure")) for node in nodes if node.get("upgrade_failure")]
+
+
 class FilterModule:
     """SAF filters."""
 
@@ -152,6 +185,8 @@ class FilterModule:
             "parity_report": parity_report,
             "pmset_drift": pmset_drift,
             "pmset_settings": pmset_settings,
+            "runtime_tuples": runtime_tuples,
             "runtime_venv": runtime_venv,
             "text_table": text_table,
+            "upgrade_failures": upgrade_failures,
         }

@@ -10,16 +10,21 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
-def verify_cases(workers, nodes, versions_by_host, exposure_by_host, reference):
+def verify_cases(workers, nodes, versions_by_host, exposure_by_host, reference, expected_workers=None):
     """The test cases of one verify.yml run: one per check per node.
 
     - ``parity`` (every node): its Python, Ray and MLX equal the Ray head node's (``reference``);
-      ``versions_by_host`` is ``{host: {'python': .., 'ray': .., 'mlx': ..}}``.
-    - ``port_exposure`` (every node): no probe host reached one of its Ray ports;
-      ``exposure_by_host`` is ``{host: [[open targets], probe host], ...]}`` (ray_port_exposure).
+      ``versions_by_host`` is ``{host: {'python': .., 'ray': .., 'mlx': ..}}``. A version that was
+      not read (missing, or ``import failed: ...``) fails, also when the head node's is missing too.
+    - ``port_exposure`` (every node): no prober reached one of its Ray ports; ``exposure_by_host``
+      is ``{host: result}``, a result of saf_exposure.exposure_result (``probed_by``, ``reached``,
+      ``not_probed``), or the older ``[[open targets], prober], ...]``. A node that no prober tried
+      (``not_probed``, or an empty list) is skipped with the reason, never passed.
     - ``gcs_membership`` (every node): the GCS lists it Alive; ``nodes`` as saf_ray_membership returns.
     - ``mlx_probe`` (every worker node): its pinned MLX matmul ran there; ``workers`` are
       cluster_verify's rows (``host``, ``passed``, ``message``, ``gflops``, ``executed_on``).
+      ``expected_workers`` (the inventory's ray_workers), when given: a worker without a row fails,
+      and so does a run with no worker at all.
 
     ``versions_by_host`` and ``exposure_by_host`` hold None for a node whose check did not run
     (verify.yml --tags verify): its case is skipped, saying so, never passed.
@@ -34,16 +39,15 @@ def verify_cases(workers, nodes, versions_by_host, exposure_by_host, reference):
         if have is None:
             cases.append(_case("parity", host, skipped="the parity check did not run in this run"))
             continue
-        differ = [f"{key} {have.get(key)} (head node {reference}: {wanted.get(key)})"
-                  for key in ("python", "ray", "mlx") if have.get(key) != wanted.get(key)]
-        cases.append(_case("parity", host, "; ".join(differ) or None,
+        unread = [f"{key} not read ({have.get(key) or 'missing'})" for key in ("python", "ray", "mlx")
+                  if not _is_version(have.get(key))]
+        differ = [f"{key} {have.get(key)} (head node {reference}: {wanted.get(key) or 'not read'})"
+                  for key in ("python", "ray", "mlx")
+                  if _is_version(have.get(key)) and have.get(key) != wanted.get(key)]
+        cases.append(_case("parity", host, "; ".join(unread + differ) or None,
                            {key: have.get(key) for key in ("python", "ray", "mlx")}))
     for host in hosts:
-        if exposure_by_host.get(host) is None:
-            cases.append(_case("port_exposure", host, skipped="the port exposure check did not run in this run"))
-            continue
-        reached = [f"{probe} reached {', '.join(targets)}" for targets, probe in exposure_by_host[host] if targets]
-        cases.append(_case("port_exposure", host, "; ".join(reached) or None))
+        cases.append(_exposure_case(host, exposure_by_host.get(host)))
     by_host = {node.get("host"): node for node in nodes}
     for host in hosts:
         node = by_host.get(host)
@@ -53,7 +57,47 @@ def verify_cases(workers, nodes, versions_by_host, exposure_by_host, reference):
     for row in workers:
         cases.append(_case("mlx_probe", row["host"], None if row.get("passed") else (row.get("message") or "failed"),
                            {key: row.get(key) for key in ("executed_on", "gflops", "matrix_size", "median_seconds")}))
+    if expected_workers is not None:
+        probed = {row["host"] for row in workers}
+        for host in expected_workers:
+            if host not in probed:
+                cases.append(_case("mlx_probe", host, "no MLX probe result for this worker node"))
+        if not list(expected_workers) and not workers:
+            cases.append(_case("mlx_probe", "ray_workers", "the inventory lists no worker node: nothing was probed"))
     return cases
+
+
+def _is_version(value):
+    """A version string, not a value that was never read (None, ``import failed: ...``)."""
+    return isinstance(value, str) and bool(value) and not value.startswith("import failed")
+
+
+def _exposure_case(host, result):
+    """The ``port_exposure`` case of one node (see :func:`verify_cases`)."""
+    if result is None:
+        return _case("port_exposure", host, skipped="the port exposure check did not run in this run")
+    if isinstance(result, (list, tuple)):  # [[open targets], prober], ...]
+        result = {"probed_by": [prober for _targets, prober in result],
+                  "reached": [{"prober": prober, "open": list(targets)} for targets, prober in result if targets]}
+    probed_by = list(result.get("probed_by") or [])
+    reason = result.get("not_probed") or (None if probed_by else "no prober tried this node")
+    if reason:
+        return _case("port_exposure", host, skipped=f"not probed: {reason}")
+    reached = [f"{r['prober']} reached {', '.join(r['open'])}" for r in result.get("reached") or [] if r.get("open")]
+    return _case("port_exposure", host, "; ".join(reached) or None,
+                 {"probed_by": ", ".join(probed_by), "ports": len(result.get("targets") or []) or None})
+
+
+def probe_failures(workers, expected_workers):
+    """Why the MLX verification failed, one message each; an empty list only when there was at least
+    one worker and every one of ``expected_workers`` (the inventory's ray_workers) has a row in
+    ``workers`` (cluster_verify's rows) that passed. A run that probed nothing never passes."""
+    failures = [row.get("message") or f"{row.get('host')}: failed" for row in workers if not row.get("passed")]
+    probed = {row.get("host") for row in workers}
+    failures += [f"{host}: no MLX probe result for this worker node" for host in expected_workers or [] if host not in probed]
+    if not workers:
+        failures.append("no worker node was probed (the inventory's ray_workers is empty?)")
+    return failures
 
 
 def _case(check, host, failure=None, properties=None, skipped=None):
@@ -144,4 +188,4 @@ class FilterModule:
 
     def filters(self):
         return {"verify_cases": verify_cases, "junit_xml": junit_xml, "history_entries": history_entries,
-                "gflops_change": gflops_change, "history_entry": history_entry}
+                "gflops_change": gflops_change, "history_entry": history_entry, "probe_failures": probe_failures}

@@ -10,7 +10,7 @@ then with the YAML files named in ``SAF_VERIFY_VARS`` (comma-separated; what ``-
 site.yml, e.g. profiles/secure.yml). A value that only names other values (``{{ saf_root_dir }}/venv``)
 is filled in; the templates that need facts (the interpreter on macOS, the Ray user, a node IP
 taken from Tailscale) come from the start record site.yml writes on the node
-(``<saf_root_dir>/ray/start.json``) or from the SSH connection. Otherwise the record is evidence of
+(``saf_ray_start_record``) or from the SSH connection. Otherwise the record is evidence of
 what ran, and a spec checks that it agrees with the inventory.
 """
 
@@ -77,14 +77,14 @@ def wanted(host, name) -> dict:
     head = hostvars["groups"]["ray_head"][0]
     missing = [k for k in FROM_RECORD if not want.get(k)]
     if missing:
-        record = read_record(host, name, want["saf_root_dir"])
+        record = read_record(host, name, want["saf_ray_start_record"])
         want.update({k: record[FROM_RECORD[k]] for k in missing})
     if head == name:
         head_ip = want["saf_node_ip"]
     else:
         head_ip = literal_vars(dict(host.backend.ansible_runner.get_variables(head))).get("saf_node_ip")
     if not head_ip:  # the head's address comes from Tailscale: take the one this node's record names
-        head_ip = read_record(host, name, want["saf_root_dir"])["gcs_address"].rsplit(":", 1)[0]
+        head_ip = read_record(host, name, want["saf_ray_start_record"])["gcs_address"].rsplit(":", 1)[0]
     want["cluster_addresses"] = [
         want["saf_node_ip"] if node == name else literal_vars(dict(host.backend.ansible_runner.get_variables(node))).get("saf_node_ip")
         for node in hostvars["groups"]["saf_cluster"]]
@@ -94,8 +94,7 @@ def wanted(host, name) -> dict:
     return want
 
 
-def read_record(host, name, root_dir) -> dict:
-    path = f"{root_dir}/ray/start.json"
+def read_record(host, name, path) -> dict:
     record_file = host.file(path)
     assert record_file.exists, f"{name}: no {path}; run site.yml first"
     return json.loads(record_file.content_string)
@@ -104,7 +103,7 @@ def read_record(host, name, root_dir) -> dict:
 @pytest.fixture(scope="module")
 def record(host, name, wanted) -> dict:
     """The start record site.yml left on this node: what ran, to be checked against ``wanted``."""
-    return read_record(host, name, wanted["saf_root_dir"])
+    return read_record(host, name, wanted["saf_ray_start_record"])
 
 
 # --- What runs and what listens. The OS differences live here, nowhere else. ---------------------

@@ -72,7 +72,7 @@ def test_venv_imports_ray_and_mlx_at_the_pinned_versions(host, name, wanted):
 
 @pytest.mark.ray
 def test_start_record_agrees_with_the_inventory(name, wanted, record):
-    """The record site.yml wrote (<saf_root_dir>/ray/start.json) says it started Ray with the
+    """The record site.yml wrote (saf_ray_start_record) says it started Ray with the
     inventory's pins, paths, addresses and role."""
     seen = {"python": record["runtime"]["python"], "ray": record["runtime"]["ray"], "mlx": record["runtime"]["mlx"],
             "interpreter": record["interpreter"], "venv": record["venv"], "node_ip": record["node_ip"],
@@ -123,18 +123,29 @@ def test_ray_runs_as_the_intended_user_with_the_intended_arguments(name, wanted,
     assert missing == [], f"{name}: {program} (pid {proc.pid}) lacks {missing}"
 
 
+def raylet_environment(name, ray_procs, environ_of) -> list:
+    """The raylet's environment, proven read: SAF starts Ray with a PATH (roles/ray_node), so an
+    environment without one was not read (macOS ``ps -E`` prints none, silently, for another user's
+    process) and a check that a variable is absent would pass on nothing."""
+    proc = the_process(name, ray_procs, "raylet")
+    env = environ_of(proc.pid)
+    assert any(v.startswith("PATH=") for v in env), \
+        f"{name}: cannot read the raylet's environment (pid {proc.pid}): run testinfra as Ray's user or with --sudo"
+    return env
+
+
 @pytest.mark.ray
 def test_ray_start_ran_with_the_macos_cluster_switch(name, ray_procs, environ_of):
     """RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 is in the raylet's environment: Ray refuses a multi-node
     cluster on macOS without it (it changes nothing on Linux, so look at what ran)."""
-    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1" in environ_of(the_process(name, ray_procs, "raylet").pid), name
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1" in raylet_environment(name, ray_procs, environ_of), name
 
 
 @pytest.mark.ray
 def test_rays_version_check_is_not_switched_off(name, ray_procs, environ_of):
     """Parity is the fix: Ray's own check of Python and Ray versions stays on (README, Security)."""
     switch = "RAY_IGNORE_" + "VERSION_MISMATCH"
-    env = environ_of(the_process(name, ray_procs, "raylet").pid)
+    env = raylet_environment(name, ray_procs, environ_of)
     assert [v for v in env if v.startswith(switch + "=")] == [], name
 
 
@@ -180,3 +191,66 @@ def test_no_ray_process_listens_outside_the_configured_ports(name, wanted, ray_p
     stray = [f"{s.address}:{s.port} (pid {sorted(s.pids & pids)})" for s in ours
              if s.port not in node_ports(wanted) and s.port not in workers]
     assert stray == [], f"{name}: Ray listens outside the configured ports: {stray}"
+
+
+# --- Resource limits ------------------------------------------------------------------------------
+
+def supervised_start(ray_procs, proc):
+    """The `ray start ... --block` process ``proc`` descends from: what launchd and systemd run
+    (roles/ray_node/tasks/*-definition.yml). None when Ray was started directly: that `ray start`
+    has no --block and exits once the node is up, so the raylet has no such ancestor."""
+    by_pid = {p.pid: p for p in ray_procs}
+    parent, seen = by_pid.get(proc.ppid), set()
+    while parent is not None and parent.pid not in seen:
+        args = parent.args.split()
+        if "start" in args and "--block" in args:
+            return parent
+        seen.add(parent.pid)
+        parent = by_pid.get(parent.ppid)
+    return None
+
+
+def open_files_limits(host, pid) -> tuple:
+    """(soft, hard) "Max open files" of a Linux process, from /proc/<pid>/limits (readable by all)."""
+    line = next(line for line in host.file(f"/proc/{pid}/limits").content_string.splitlines()
+                if line.startswith("Max open files"))
+    return tuple(float("inf") if value == "unlimited" else int(value) for value in line.split()[3:5])
+
+
+@pytest.mark.ray
+def test_ray_may_open_as_many_files_as_the_setting(host, name, wanted, ray_procs):
+    """Under launchd or systemd the raylet's open-files limit is at least saf_ray_open_files_limit:
+    launchd's own default soft limit is 256, far below what Ray needs (ray-project/ray#14507, #10585).
+
+    Linux (systemd; also the lab's launchd test double): the raylet's soft limit in
+    /proc/<pid>/limits. macOS cannot read another process's limits from outside (no /proc, no
+    prlimit; `launchctl limit maxfiles` is launchd's default for jobs, not this job's), so there the
+    spec checks what launchd applies when it spawns the job: the raylet descends from the process
+    `launchctl print system/<label>` names, launchd loaded that job from saf_launchd_dir's plist, and
+    the plist's SoftResourceLimits and HardResourceLimits NumberOfFiles are at least the setting.
+    Started directly (saf_ray_service_manager: direct, the lab), nothing applies the setting: skipped."""
+    limit = int(wanted["saf_ray_open_files_limit"])
+    raylet = the_process(name, ray_procs, "raylet")
+    start = supervised_start(ray_procs, raylet)
+    manager = wanted.get("saf_ray_service_manager")
+    if start is None:
+        assert manager not in ("launchd", "systemd"), \
+            f"{name}: the inventory runs Ray under {manager}, but the raylet (pid {raylet.pid}) descends from no `ray start --block`"
+        pytest.skip(f"{name}: Ray was started directly (`ray start` over SSH, saf_ray_service_manager: direct), "
+                    "not under launchd or systemd: nothing applies saf_ray_open_files_limit")
+    if host.system_info.type != "darwin":
+        soft, hard = open_files_limits(host, raylet.pid)
+        assert soft >= limit, f"{name}: the raylet (pid {raylet.pid}) may open {soft} files (hard limit {hard}), " \
+                              f"fewer than saf_ray_open_files_limit {limit}"
+        return
+    label = wanted["saf_ray_launchd_label"]
+    plist = f"{wanted['saf_launchd_dir']}/{label}.plist"
+    job = host.run(f"{shlex.quote(wanted['saf_launchctl'])} print system/{shlex.quote(label)}")
+    assert job.rc == 0, f"{name}: `launchctl print system/{label}` exited {job.rc}: {job.stderr.strip()} (run with --sudo?)"
+    assert f"pid = {start.pid}" in job.stdout, \
+        f"{name}: the raylet descends from pid {start.pid}, which is not the process launchd runs for {label}"
+    assert f"path = {plist}" in job.stdout, f"{name}: launchd did not load {label} from {plist}"
+    definition = json.loads(host.check_output(f"plutil -convert json -o - {shlex.quote(plist)}"))
+    limits = {key: definition.get(key, {}).get("NumberOfFiles") for key in ("SoftResourceLimits", "HardResourceLimits")}
+    short = {key: value for key, value in limits.items() if not isinstance(value, int) or value < limit}
+    assert short == {}, f"{name}: {plist} sets NumberOfFiles {short}, below saf_ray_open_files_limit {limit}"

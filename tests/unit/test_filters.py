@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "filter_plugins"))
 
-from saf import parity_report, pmset_drift, pmset_settings, text_table  # noqa: E402
+from saf import parity_report, pmset_drift, pmset_settings, runtime_tuples, text_table, upgrade_failures  # noqa: E402
 
 SAME = {"python": "3.9.23", "ray": "2.49.2", "mlx": "0.29.1"}
 
@@ -32,6 +32,14 @@ def test_a_worker_that_differs_from_the_head_is_marked():
     alpha, beta = report["table"][2:]
     assert alpha == "ALPHA  3.9.23  2.49.2  0.29.1"
     assert beta == "BETA   3.9.23  2.49.1  0.29.1  <- differs"
+
+
+def test_versions_missing_everywhere_are_not_parity():
+    """The old filter found every host equal when none had a value: versions never read passed."""
+    report = parity_report({"ALPHA": {}, "BETA": {"python": None}}, ["python", "ray"], "ALPHA")
+    assert report["ok"] is False and report["mismatched"] == ["python", "ray"]
+    assert report["table"][2:] == ["ALPHA  missing  missing  <- differs", "BETA   missing  missing  <- differs"]
+    assert parity_report({}, ["python"])["ok"] is False  # no host at all proves nothing
 
 
 def test_without_a_reference_the_majority_wins_and_missing_values_differ():
@@ -211,3 +219,23 @@ def test_runtime_venv_refuses_a_version_that_cannot_name_a_directory(runtime, ke
 
     with pytest.raises(ValueError, match=f"runtime {key} version"):
         runtime_venv(runtime, "/opt/saf")
+
+
+def test_runtime_tuples_ignore_the_interpreter_path_and_keep_order():
+    a = {"python": "3.9.18", "ray": "2.49.2", "mlx": "0.29.1"}
+    b = {"python": "3.11.7", "ray": "2.52.1", "mlx": "0.29.1"}
+    runtimes = [dict(a, interpreter="/x/python3.9"), dict(b, interpreter="/y"), dict(a, interpreter="/z/python3.9")]
+    assert runtime_tuples(runtimes) == [a, b]
+    assert runtime_tuples([dict(a, interpreter="/x"), dict(a, interpreter="/y")]) == [a]
+
+
+def test_a_node_without_a_record_is_a_runtime_of_its_own():
+    a = {"python": "3.9.18", "ray": "2.49.2", "mlx": "0.29.1"}
+    assert runtime_tuples([a, {}]) == [a, {}]
+
+
+def test_upgrade_failures_lists_each_noted_failure_in_order():
+    nodes = [{"inventory_hostname": "ALPHA"}, {"upgrade_failure": "BETA: Ray did not start"}, {"upgrade_failure": ""},
+             {"upgrade_failure": "the verification failed: x"}]
+    assert upgrade_failures(nodes) == ["BETA: Ray did not start", "the verification failed: x"]
+    assert upgrade_failures([{}, {}]) == []

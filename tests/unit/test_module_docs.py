@@ -23,8 +23,9 @@ import yaml
 import saf_mlx_probe
 import saf_ray_membership
 import saf_tailscale_check
+import saf_venv_info
 
-MODULES = [saf_mlx_probe, saf_ray_membership, saf_tailscale_check]
+MODULES = [saf_mlx_probe, saf_ray_membership, saf_tailscale_check, saf_venv_info]
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LIBRARY_DIR = os.path.join(REPO_ROOT, 'library')
 MODULE_UTILS_DIR = os.path.join(REPO_ROOT, 'module_utils')
@@ -106,6 +107,7 @@ def test_ansible_doc_renders_the_module(name):
     os.path.join(LIBRARY_DIR, 'saf_mlx_probe.py'),
     os.path.join(LIBRARY_DIR, 'saf_ray_membership.py'),
     os.path.join(LIBRARY_DIR, 'saf_tailscale_check.py'),
+    os.path.join(LIBRARY_DIR, 'saf_venv_info.py'),
     os.path.join(REPO_ROOT, 'tests', 'doubles', 'bin', 'tailscale'),
 ])
 def test_sources_parse_as_python_3_9(path):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "filter_plugins"))
 
-from saf_reports import gflops_change, history_entries, history_entry, junit_xml, verify_cases  # noqa: E402
+from saf_reports import gflops_change, history_entries, history_entry, junit_xml, probe_failures, verify_cases  # noqa: E402
 
 V = {"python": "3.9.23", "ray": "2.49.2", "mlx": "0.29.1"}
 NODES = [{"host": h, "alive": True, "node_id": f"{h.lower()}-id"} for h in ("ALPHA", "BETA", "GAMMA")]
@@ -68,6 +68,50 @@ def test_checks_that_did_not_run_are_skipped_not_passed():
     assert suite.get("skipped") == "6" and suite.get("failures") == "0"
     skipped = by_key[("saf.verify.parity", "BETA")].find("skipped")
     assert skipped is not None and "did not run" in skipped.get("message")
+
+
+def test_a_node_no_prober_tried_is_skipped_not_passed():
+    """The old filter passed a node whose probe list was empty: no saf_probes host, nothing tried."""
+    exposure = dict(CLEAN, BETA=[], GAMMA={"probed_by": [], "reached": [], "targets": [],
+                                           "not_probed": "no probe host (inventory group saf_probes), and the "
+                                                         "controller does not probe: it is a cluster node"})
+    _, suite, by_key = parse(verify_cases(WORKERS, NODES, {h: V for h in ("ALPHA", "BETA", "GAMMA")}, exposure, "ALPHA"))
+    assert suite.get("skipped") == "2" and suite.get("failures") == "0"
+    assert by_key[("saf.verify.port_exposure", "BETA")].find("skipped").get("message") == \
+        "not probed: no prober tried this node"
+    assert "not probed: no probe host" in by_key[("saf.verify.port_exposure", "GAMMA")].find("skipped").get("message")
+    alpha = by_key[("saf.verify.port_exposure", "ALPHA")]
+    assert alpha.find("skipped") is None and alpha.find("failure") is None
+    assert {p.get("name"): p.get("value") for p in alpha.iter("property")} == {"probed_by": "PROBE"}
+
+
+def test_versions_that_were_not_read_fail_parity_even_when_the_head_lacks_them_too():
+    """The old filter compared None with None: nodes whose versions were never read passed."""
+    versions = {"ALPHA": {}, "BETA": {"python": "3.9.23", "ray": "import failed: no module", "mlx": None}}
+    _, _, by_key = parse(verify_cases([], [], versions, {"ALPHA": None, "BETA": None}, "ALPHA"))
+    alpha = by_key[("saf.verify.parity", "ALPHA")].find("failure")
+    assert alpha is not None and "python not read (missing)" in alpha.text
+    beta = by_key[("saf.verify.parity", "BETA")].find("failure").text
+    assert "ray not read (import failed: no module)" in beta and "mlx not read (missing)" in beta
+    assert "python 3.9.23 (head node ALPHA: not read)" in beta
+
+
+def test_a_worker_without_a_probe_row_fails_and_so_does_a_run_without_workers():
+    """The old filter wrote no mlx_probe case at all for a worker it had no row for."""
+    _, _, by_key = parse(verify_cases(WORKERS[:1], NODES, {h: V for h in ("ALPHA", "BETA", "GAMMA")}, CLEAN, "ALPHA",
+                                      ["BETA", "GAMMA"]))
+    assert by_key[("saf.verify.mlx_probe", "GAMMA")].find("failure").text == "no MLX probe result for this worker node"
+    _, suite, by_key = parse(verify_cases([], NODES[:1], {"ALPHA": V}, {"ALPHA": None}, "ALPHA", []))
+    assert by_key[("saf.verify.mlx_probe", "ray_workers")].find("failure") is not None
+
+
+def test_probe_failures_never_pass_an_empty_run():
+    """cluster_verify's verdict: the old one rejected failed rows only, so no rows at all passed."""
+    assert probe_failures(WORKERS, ["BETA", "GAMMA"]) == []
+    assert probe_failures([], []) == ["no worker node was probed (the inventory's ray_workers is empty?)"]
+    assert probe_failures(WORKERS[:1], ["BETA", "GAMMA"]) == ["GAMMA: no MLX probe result for this worker node"]
+    failed = dict(WORKERS[1], passed=False, message="GAMMA: the task ran on ALPHA.local")
+    assert probe_failures([WORKERS[0], failed], ["BETA", "GAMMA"]) == ["GAMMA: the task ran on ALPHA.local"]
 
 
 def test_change_since_the_last_run_at_the_same_size():

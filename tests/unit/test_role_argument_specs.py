@@ -42,7 +42,7 @@ INPUTS = {
                  "wait.yml": {"saf_node_ip", "ray_node_wait_restart_dropped"},
                  "restart.yml": {"saf_node_ip"}},
     "ray_port_exposure": {"main": {"saf_node_ip"}},
-    "runtime_switch": {"switch.yml": {"runtime_switch_to"}},
+    "runtime_switch": {"switch.yml": {"runtime_switch_to"}, "link.yml": {"runtime_switch_link_to"}},
     "tailscale_network": {"main": {"saf_node_ip", "saf_tailscale_name"}},
 }
 # Only these may be required: every other input has a default or may be left out.

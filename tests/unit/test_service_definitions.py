@@ -76,6 +76,16 @@ def test_plist_environment_and_supervision(plists):
         assert "UserName" not in job  # root: launchd's default
 
 
+def test_plist_raises_the_open_files_limit(plists):
+    """launchd's default soft limit is 256 open files (ray-project/ray#14507, #10585): the plist sets
+    soft and hard to saf_ray_open_files_limit (65536 by default), as integers, the type launchd reads."""
+    jobs, _ = plists
+    for job in jobs.values():
+        assert job["SoftResourceLimits"] == {"NumberOfFiles": 65536}
+        assert job["HardResourceLimits"] == {"NumberOfFiles": 65536}
+        assert type(job["SoftResourceLimits"]["NumberOfFiles"]) is int
+
+
 def test_plist_names_the_ray_user(tmp_path):
     out = render(tmp_path, "launchd", saf_ray_user="operator")
     job = plistlib.loads((out / "WORKER" / "org.saf.ray.plist").read_bytes())
@@ -85,7 +95,7 @@ def test_plist_names_the_ray_user(tmp_path):
 @pytest.fixture(scope="module")
 def units(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("systemd")
-    out = render(tmp, "systemd", saf_ray_temp_dir="/opt/saf/ray/100% $tmp")
+    out = render(tmp, "systemd", saf_ray_temp_dir="/opt/saf/ray/100% $tmp", saf_ray_open_files_limit=100000)
     return {host: out / host / "saf-ray.service" for host in ("HEAD", "WORKER")}
 
 
@@ -97,6 +107,13 @@ def test_unit_execstart_round_trips(units):
     assert exec_start.endswith('"--block"')
     assert "Restart=always" in text and "User=root" in text
     assert 'Environment="RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1"' in text
+
+
+def test_unit_sets_the_open_files_limit(units):
+    """LimitNOFILE sets soft and hard to saf_ray_open_files_limit (here 100000; a unit's own soft default is 1024)."""
+    for unit in units.values():
+        limits = [line for line in unit.read_text().splitlines() if line.startswith("LimitNOFILE=")]
+        assert limits == ["LimitNOFILE=100000"]
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
