@@ -11,6 +11,9 @@ verify.yml grow with the lab and nothing else changes:
     saf_probes:    PROBE                      (on the bridge, never in the cluster)
     lab:           saf_cluster + saf_probes   (connection settings, group_vars/lab.yml)
 
+SAF_LAB_PROBES=0 leaves saf_probes empty, as an inventory of the Macs usually has it: the
+controller is then the only prober of Ray's ports (roles/ray_port_exposure).
+
 N is the count of the lab that is up (`cluster_hosts` in .lab/lab.json); with no lab up, it is
 $SAF_LAB_HOSTS, else 2, so the inventory still parses and a play fails naming an unreachable
 host. Each host gets saf_node_ip (its address on the lab bridge, 198.18.0.0/24, RFC 2544) and
@@ -48,8 +51,9 @@ def cluster_count(record_path: Path, environ: dict) -> int:
         raise ValueError(f"SAF_LAB_HOSTS: {exc}") from exc
 
 
-def inventory(count: int) -> dict:
-    """Ansible's script-inventory JSON for a lab of `count` cluster hosts plus the probe."""
+def inventory(count: int, probes: bool = True) -> dict:
+    """Ansible's script-inventory JSON for a lab of `count` cluster hosts plus the probe (in
+    group saf_probes unless ``probes`` is false)."""
     cluster = saflab.CLUSTER_HOSTS[:count]
 
     def node(spec):
@@ -62,7 +66,7 @@ def inventory(count: int) -> dict:
         "saf_cluster": {"children": ["ray_head", "ray_workers"]},
         "ray_head": {"hosts": [cluster[0].name]},
         "ray_workers": {"hosts": [spec.name for spec in cluster[1:]]},
-        "saf_probes": {"hosts": [saflab.PROBE.name]},
+        "saf_probes": {"hosts": [saflab.PROBE.name] if probes else []},
         "lab": {"children": ["saf_cluster", "saf_probes"]},
     }
 
@@ -79,7 +83,8 @@ def main(argv: list) -> int:
     except ValueError as exc:
         print(f"inventory/lab/hosts.py: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(inventory(count), indent=2, sort_keys=True))
+    probes = os.environ.get("SAF_LAB_PROBES", "1") != "0"
+    print(json.dumps(inventory(count, probes), indent=2, sort_keys=True))
     return 0
 
 

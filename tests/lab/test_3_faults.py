@@ -194,8 +194,10 @@ def test_half_applied_run_converges(verified, restore_cluster):
     assert verify.returncode == 0, str(verify)
 
 
-def test_venv_that_does_not_import_is_repaired(verified, restore_cluster):
+def test_venv_that_does_not_import_is_repaired_and_its_ray_restarted(verified, restore_cluster):
+    """The running raylet keeps the code it loaded before the repair: the node restarts Ray."""
     beta = lab_host("BETA")
+    before = raylet_pid("BETA")
     init = beta.check_output(f"{VENV}/bin/python -c 'import ray; print(ray.__file__)'")
     beta.run(f"rm -f {init}")  # what an install interrupted mid-unpack can leave
     assert beta.run(f"{VENV}/bin/python -c 'import ray; ray.__version__'").rc != 0
@@ -205,6 +207,8 @@ def test_venv_that_does_not_import_is_repaired(verified, restore_cluster):
     assert run.returncode == 0, str(run)
     assert "Reinstall the locked packages over a broken install" in run.output, str(run)
     assert beta.run(f"{VENV}/bin/python -c 'import ray, mlx.core; ray.__version__'").rc == 0
+    assert "BETA: restarting Ray: its venv was installed or repaired in this run." in " ".join(run.output.split()), str(run)
+    assert raylet_pid("BETA") not in (None, before)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ inventory fixed, must answer the other cluster node, and must not answer PROBE.
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -73,6 +74,37 @@ def test_verify_lists_the_sockets_and_finds_none_exposed(provisioned):
     assert run.returncode == 0, str(run)
     assert "ALPHA: no Ray port answered outside the cluster." in run.output
     assert "BETA: no Ray port answered outside the cluster." in run.output
+
+
+def exposure_cases() -> dict:
+    """``{node: <testcase> of saf.verify.port_exposure}`` from reports/verify.xml."""
+    cases = ET.parse(REPO / "reports" / "verify.xml").iter("testcase")
+    return {case.get("name"): case for case in cases if case.get("classname") == "saf.verify.port_exposure"}
+
+
+def test_without_a_probe_host_the_controller_probes(provisioned):
+    """As on the Macs, whose inventory has no saf_probes: the controller (the lab machine's own
+    namespace, outside the cluster) tries every Ray port itself, and finds each one closed."""
+    run = run_playbook("verify.yml", env={"SAF_LAB_PROBES": "0"})
+    assert run.returncode == 0, str(run)
+    assert "The controller probed too, from 198.18.0.1." in run.output, str(run)
+    cases = exposure_cases()
+    assert sorted(cases) == sorted(NODES)
+    for node, case in cases.items():
+        assert case.find("skipped") is None and case.find("failure") is None, ET.tostring(case)
+        props = {p.get("name"): p.get("value") for p in case.iter("property")}
+        assert props.get("probed_by") == "controller", (node, props)
+
+
+def test_with_nothing_to_probe_from_the_cases_are_skipped_not_passed(provisioned):
+    run = run_playbook("verify.yml", "-e", "ray_port_exposure_from_controller=false", env={"SAF_LAB_PROBES": "0"})
+    assert run.returncode == 0, str(run)
+    assert "no Ray port answered outside the cluster" not in run.output, str(run)
+    cases = exposure_cases()
+    assert sorted(cases) == sorted(NODES)
+    for case in cases.values():
+        skipped = case.find("skipped")
+        assert skipped is not None and skipped.get("message", "").startswith("not probed"), ET.tostring(case)
 
 
 def test_verify_fails_without_the_firewall_and_site_restores_it(provisioned, restore_cluster):

@@ -46,3 +46,9 @@ def test_ansible_reads_it_as_a_script_inventory():
     assert listed["ray_head"]["hosts"] == ["ALPHA"] and "BETA" in listed["ray_workers"]["hosts"]
     assert subprocess.run([str(REPO / "inventory" / "lab" / "hosts.py"), "--host", "BETA"], capture_output=True,
                           text=True, timeout=60, check=True).stdout.strip() == "{}"
+
+
+def test_saf_lab_probes_0_leaves_the_controller_as_the_only_prober():
+    inventory = hosts.inventory(2, probes=False)
+    assert inventory["saf_probes"]["hosts"] == []
+    assert inventory["saf_cluster"] == {"children": ["ray_head", "ray_workers"]}
