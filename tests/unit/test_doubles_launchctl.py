@@ -13,6 +13,7 @@ import ast
 import json
 import os
 import plistlib
+import re
 import shutil
 import signal
 import subprocess
@@ -75,10 +76,13 @@ def wait_for(predicate, seconds):
 
 
 def job_pid(launchctl) -> int:
-    out = wait_for(lambda: "pid = " in run(launchctl, "print", f"system/{LABEL}").stdout and
-                   run(launchctl, "print", f"system/{LABEL}").stdout, 5)
-    assert out, "the job did not start"
-    return int(out.split("pid = ", 1)[1].split()[0])
+    """The pid `print` shows for the job, once it runs (at most 5 s)."""
+    def shown():
+        found = re.search(r"pid = (\d+)", run(launchctl, "print", f"system/{LABEL}").stdout)
+        return found and int(found.group(1))
+    pid = wait_for(shown, 5)
+    assert pid, "the job did not start"
+    return pid
 
 
 def alive(pid) -> bool:
@@ -152,9 +156,9 @@ def test_a_disabled_label_refuses_bootstrap_with_119_until_enabled(launchctl, tm
 @needs_root
 @pytest.mark.skipif(not Path("/proc/self/limits").exists(), reason="reads the job's limits from /proc (Linux)")
 def test_the_plists_open_files_limits_reach_the_job(launchctl, tmp_path):
-    soft, hard = resource_limits = (1000, 2000)
+    soft, hard = 1000, 2000  # lowering needs no privilege and differs from any default
     path = plist(tmp_path, SoftResourceLimits={"NumberOfFiles": soft}, HardResourceLimits={"NumberOfFiles": hard})
     assert run(launchctl, "bootstrap", "system", str(path)).returncode == 0
     limits = Path(f"/proc/{job_pid(launchctl)}/limits").read_text()
     line = next(line for line in limits.splitlines() if line.startswith("Max open files"))
-    assert tuple(int(v) for v in line.split()[3:5]) == resource_limits, line
+    assert tuple(int(v) for v in line.split()[3:5]) == (soft, hard), line
