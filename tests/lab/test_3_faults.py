@@ -3,6 +3,7 @@ the host, or in a run that converges. Every test leaves the cluster as site.yml 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -171,6 +172,9 @@ def test_start_that_dies_is_retried_once_then_reported_with_its_log(verified, da
     # The first start always dies, and the wait catches it with the raylet log's reason.
     assert "BETA (198.18.0.12): the raylet exited after" in run.output and "retrying once" in run.output, str(run)
     assert "dashboard_agent failed and raylet fate-shares with it" in run.output, str(run)
+    # The first error line of each log that start wrote, the raylet's among them.
+    assert "First error line of each log this start wrote:" in run.output, str(run)
+    assert re.search(r"raylet\.out: .*fate-shares", run.output), str(run)
     assert "Start Ray on this node again" in run.output, str(run)
     # The retry either dies too, and the play fails with the log, or (seen now and then: the
     # fault does not always fire on the second start) comes up and the play passes with BETA

@@ -22,8 +22,9 @@ REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 
 
-def render(tmp_path: Path, manager: str, **extra) -> Path:
-    """Render ``manager``'s definitions for a head and a worker; returns the output directory."""
+def render(tmp_path: Path, manager: str, facts_os: str = "", **extra) -> Path:
+    """Render ``manager``'s definitions for a head and a worker; returns the output directory.
+    ``facts_os`` makes the facts say that OS (tests/unit/playbooks/library/saf_test_os_facts.py)."""
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     ray = venv / "bin" / "ray"
@@ -32,6 +33,8 @@ def render(tmp_path: Path, manager: str, **extra) -> Path:
     common = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
               "saf_venv_dir": str(venv), "saf_root_dir": str(tmp_path / "saf"),
               "saf_ray_service_manager": manager, "saf_ray_user": "root", **extra}
+    if facts_os:
+        common.update(ansible_facts_modules=["ansible.builtin.setup", "saf_test_os_facts"], ansible_facts_parallel=False)
     inventory = {"saf_cluster": {"children": {
         "ray_head": {"hosts": {"HEAD": {"saf_node_ip": "198.18.0.11", **common}}},
         "ray_workers": {"hosts": {"WORKER": {"saf_node_ip": "198.18.0.12", **common}}},
@@ -42,7 +45,8 @@ def render(tmp_path: Path, manager: str, **extra) -> Path:
         [str(ANSIBLE_PLAYBOOK), "-i", str(tmp_path / "inventory.yml"), "-e", f"out_dir={out}",
          str(REPO / "tests" / "unit" / "playbooks" / "render_service.yml")],
         cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
-        env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1"),
+        env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1", SAF_TEST_OS=facts_os,
+                 ANSIBLE_LIBRARY=f"{REPO / 'library'}{os.pathsep}{REPO / 'tests' / 'unit' / 'playbooks' / 'library'}"),
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return out
@@ -84,6 +88,23 @@ def test_plist_raises_the_open_files_limit(plists):
         assert job["SoftResourceLimits"] == {"NumberOfFiles": 65536}
         assert job["HardResourceLimits"] == {"NumberOfFiles": 65536}
         assert type(job["SoftResourceLimits"]["NumberOfFiles"]) is int
+
+
+GIB = 2 ** 30
+
+
+def test_a_mac_object_store_above_ray_s_2_gib_limit_sets_the_variable_ray_asks_for(tmp_path):
+    """Ray 2.49.2 refuses an object store above 2 GiB on macOS unless RAY_ENABLE_MAC_LARGE_OBJECT_STORE=1
+    (ray/_private/services.py, MAC_DEGRADED_PERF_MMAP_SIZE_LIMIT); 8 GiB on a Mac Studio sets it."""
+    out = render(tmp_path / "big", "launchd", facts_os="Darwin", saf_ray_object_store_memory=8 * GIB)
+    job = plistlib.loads((out / "WORKER" / "org.saf.ray.plist").read_bytes())
+    assert "--object-store-memory=%d" % (8 * GIB) in job["ProgramArguments"]
+    assert job["EnvironmentVariables"]["RAY_ENABLE_MAC_LARGE_OBJECT_STORE"] == "1"
+    small = render(tmp_path / "small", "launchd", facts_os="Darwin", saf_ray_object_store_memory=2 * GIB)
+    assert "RAY_ENABLE_MAC_LARGE_OBJECT_STORE" not in plistlib.loads(
+        (small / "WORKER" / "org.saf.ray.plist").read_bytes())["EnvironmentVariables"]
+    linux = render(tmp_path / "linux", "systemd", saf_ray_object_store_memory=8 * GIB)
+    assert "RAY_ENABLE_MAC_LARGE_OBJECT_STORE" not in (linux / "WORKER" / "saf-ray.service").read_text()
 
 
 def test_plist_names_the_ray_user(tmp_path):
