@@ -189,3 +189,88 @@ class FilterModule:
     def filters(self):
         return {"verify_cases": verify_cases, "junit_xml": junit_xml, "history_entries": history_entries,
                 "gflops_change": gflops_change, "history_entry": history_entry, "probe_failures": probe_failures}
+
+
+# --- Appended for issue 16 (h, i) and the dead-worker finding: per-size history lines, each node's
+# --- Ray resources, the logs of a worker process that died.
+
+def history_lines(workers, time):
+    """This run's history lines (JSON strings), one per matrix size among ``workers``.
+
+    The probe grows each worker's matrix until one product lasts saf_verify_min_seconds, so workers
+    can end at different sizes. :func:`history_entry` records one size per line (``None`` when they
+    differ, which :func:`gflops_change` never matches), so each size gets its own line, built by
+    :func:`history_entry` from the rows of that size, in the order sizes first appear: a run whose
+    workers share one size writes exactly the one line it always did. No rows, one line."""
+    groups = {}
+    for row in workers:
+        groups.setdefault(row.get("matrix_size"), []).append(row)
+    return [history_entry(rows, time) for rows in groups.values()] or [history_entry([], time)]
+
+
+def _resource_text(resources):
+    """``CPU 2, metal_gpu 1, memory 7.5 GiB, object_store_memory 256 MiB``: Ray's per-node markers
+    (``node:...``) left out, memory in MiB or GiB (bytes in ``ray.nodes()``)."""
+    parts = []
+    for name in sorted(resources or {}):
+        if name.startswith("node:"):
+            continue
+        value = resources[name]
+        if name in ("memory", "object_store_memory") and isinstance(value, (int, float)):
+            text = f"{value / 2 ** 30:.1f} GiB" if value >= 2 ** 30 else f"{round(value / 2 ** 20)} MiB"
+        elif isinstance(value, float) and value.is_integer():
+            text = str(int(value))
+        else:
+            text = str(value)
+        parts.append(f"{name} {text}")
+    return ", ".join(parts) or "none"
+
+
+def node_resource_rows(alive_nodes, members=None):
+    """One summary row per Alive Ray node: ``host`` (inventory name, from ``members``, the
+    saf_ray_membership nodes ``{host, address, node_id}``; else Ray's hostname), ``address``,
+    ``node_id`` and ``resources`` (text of ray.nodes()' ``Resources``, e.g. ``CPU 28, metal_gpu 1,
+    memory 180.0 GiB``). ``alive_nodes``: saf_mlx_probe's ``alive_nodes``. Inventory order first."""
+    by_id = {node.get("node_id"): node for node in alive_nodes or []}
+    rows, seen = [], set()
+    for member in members or []:
+        node = by_id.get(member.get("node_id"))
+        if node is None:
+            continue
+        seen.add(member.get("node_id"))
+        rows.append({"host": member.get("host"), "address": node.get("address"), "node_id": node.get("node_id"),
+                     "resources": _resource_text(node.get("resources"))})
+    for node in alive_nodes or []:
+        if node.get("node_id") not in seen:
+            rows.append({"host": node.get("hostname"), "address": node.get("address"), "node_id": node.get("node_id"),
+                         "resources": _resource_text(node.get("resources"))})
+    return rows
+
+
+def worker_log_note(result):
+    """What cluster_verify adds to the failure of a worker whose process died running the probe,
+    from its registered run of files/worker_logs.py on that node (one loop result): the script's
+    summary (exit code or signal, the last lines of the worker's logs), or why it could not be read."""
+    host = (result.get("item") or {}).get("host", "?")
+    if result.get("unreachable"):
+        return f"its logs on {host} could not be read: the node is unreachable ({result.get('msg', '')})".rstrip()
+    try:
+        found = json.loads(result.get("stdout") or "")
+    except ValueError:
+        found = None
+    if not isinstance(found, dict) or not found.get("summary"):
+        reason = (result.get("stderr") or result.get("msg") or "no output").strip().splitlines()[-1:] or ["no output"]
+        return f"its logs on {host} could not be read: {reason[0]}"
+    return f"On {host}: {found['summary']}"
+
+
+_REPORT_FILTERS = FilterModule.filters
+
+
+def _filters(self):
+    """The filters above, and the ones appended after them."""
+    return dict(_REPORT_FILTERS(self), history_lines=history_lines, node_resource_rows=node_resource_rows,
+                worker_log_note=worker_log_note)
+
+
+FilterModule.filters = _filters

@@ -22,6 +22,15 @@ description:
     warm-up), reports GFLOPS from the median time, and checks O(sample) entries of the product against a
     float64 reference with the rigorous float32 dot-product error bound gamma_n = n*u/(1-n*u), u = 2**-24
     (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., section 3.1, eq. (3.5)).
+  - With O(min_seconds) above 0 the size grows first, so the figure measures the device and not the dispatch
+    and synchronisation around it (an M3 Ultra finishes a 1024 x 1024 float32 product in a fraction of a
+    millisecond). From O(matrix_size) the task tries N, 2N, 4N, ... (powers of two times O(matrix_size)), each
+    with fresh matrices, one untimed warm-up and one timed product, and keeps the first size whose product
+    lasts at least O(min_seconds) seconds, or the last size whose A, B and C (3 * 4 * N**2 bytes, float32) fit
+    in O(max_matrix_bytes). RV(matrix_size) is the size used, RV(sizing) says how it was reached.
+  - With O(gpu_resource), each task also asks for 1 of that Ray custom resource (the node's GPU, which
+    C(ray start --resources) gives each Mac; Ray 2.49 counts no Apple GPU), so two MLX tasks never share a
+    node's GPU. A target node that does not offer it fails at once, naming the node and the resource.
   - Fails unless the node ID seen inside the task equals the target's, the hostname the task reports matches
     O(expected_hostname) (compared short and case-insensitively, so C(BETA.local) matches C(beta)), the
     product check passes, and, with O(require_gpu=true), MLX's default device is the GPU.
@@ -92,9 +101,32 @@ options:
         type: str
   matrix_size:
     description:
-      - N of the N x N float32 matrices multiplied.
+      - N of the N x N float32 matrices multiplied; with O(min_seconds), the size the growth starts from.
     type: int
     default: 1024
+  min_seconds:
+    description:
+      - Floor, in seconds, of one timed product. While one product at N takes less, the task tries 2N (see
+        O(max_matrix_bytes)); the size used is returned in RV(matrix_size).
+      - V(0) keeps N = O(matrix_size), with no trial product.
+      - roles/cluster_verify passes C(saf_verify_min_seconds) (0.02 s).
+    type: float
+    default: 0
+  max_matrix_bytes:
+    description:
+      - Memory cap of the growth, in bytes, for A, B and C together (float32, 3 * 4 * N**2 bytes; N = 8192 takes
+        805306368). The size never grows past it; O(matrix_size) itself must fit.
+      - roles/cluster_verify passes C(saf_verify_max_matrix_bytes).
+    type: int
+    default: 1073741824
+  gpu_resource:
+    description:
+      - Name of a Ray custom resource each task asks 1 of, besides C(num_cpus=1), e.g. V(metal_gpu) (the
+        resource roles/ray_node gives each Mac with C(saf_ray_gpu_resource)).
+      - A target node whose total resources lack it fails before anything is submitted, naming the node and the
+        resource. Omitted or empty, the task asks for a CPU only.
+      - roles/cluster_verify passes C(saf_verify_gpu_resource).
+    type: str
   iterations:
     description:
       - Number of timed products (at least 1). The reported time is their median.
@@ -123,9 +155,25 @@ notes:
     retries for minutes against a down head node.
   - The task function is shipped by value (C(ray.cloudpickle.register_pickle_by_value)), because the worker
     node cannot import the module_utils packed in this module's AnsiballZ payload.
-  - Each task runs with C(num_cpus=1) and C(max_retries=0). A task pinned with C(soft=False) to a node without a
-    free CPU stays pending, so a task without a result at the timeout is force-cancelled
-    (C(ray.cancel(force=True))) and the message reports the node's free CPUs (e.g. C(CPU 0 of 1)).
+  - Each task runs with C(num_cpus=1) (and 1 of O(gpu_resource) when given) and C(max_retries=0). A task pinned
+    with C(soft=False) to a node without a free CPU (or a free GPU resource) stays pending, so a task without a
+    result at the timeout is force-cancelled (C(ray.cancel(force=True))) and the message reports the node's
+    free CPUs (e.g. C(CPU 0 of 1)) and GPU resource.
+  - A task whose worker process died (an MLX abort, a crash, an exit; Ray raises C(WorkerCrashedError), which
+    carries no detail) is reported with RV(worker_died) true and the driver's RV(job_id), so roles/cluster_verify
+    can read that worker's logs on its node (the exit code or signal, and their last lines).
+  - An exception the module does not expect ends as a normal failed result naming the targets and the
+    exception, with its traceback in C(exception), never as a MODULE FAILURE without JSON.
+  - "Why the floor (O(min_seconds)): each timed product carries a fixed cost d besides the device's work
+    (Ray's task is already running, but MLX still builds, commits and waits for the computation), so the
+    GFLOPS figure is low by about d / (product time). A 64 x 64 product took 0.3 ms in a Ray task on a Linux
+    test host (MLX CPU backend; 0.5 MFLOP, so nearly all of it overhead); an M3 Ultra, at the roughly 17 TFLOPS
+    (fp16; float32 is slower) that public MLX measurements report, does the 2.1 GFLOP of a 1024 x 1024 product in
+    about 0.13 ms. At the 0.02 s floor
+    an overhead of 0.2 ms costs at most 1 percent."
+  - "Units: O(min_seconds) and RV(seconds) in seconds (C(time.perf_counter)), O(max_matrix_bytes) and
+    RV(sizing.matrix_bytes) in bytes (3 * 4 * N**2: A, B and C, 4-byte float32), RV(gflops) in 10**9
+    floating-point operations per second (2 * N**3 per product, at RV(matrix_size))."
   - Every failure message starts with the worker's inventory name. With O(workers), the module's C(msg) joins
     the failed workers' messages with C(; ); each worker's own is its C(msg) in RV(workers).
   - A failed probe still returns every field known so far, so a report can be written from it.
@@ -166,6 +214,10 @@ EXAMPLES = r"""
         'host': h, 'expected_hostname': hostvars[h].saf_node_hostname,
         'node_address': hostvars[h].saf_node_ip}] %}{% endfor %}{{ ns.workers }}
     matrix_size: "{{ saf_verify_matrix_size }}"
+    min_seconds: "{{ saf_verify_min_seconds }}"
+    max_matrix_bytes: "{{ saf_verify_max_matrix_bytes }}"
+    # metal_gpu on the Macs, where roles/ray_node starts each node with 1 of it; "" (none) in the lab.
+    gpu_resource: "{{ saf_verify_gpu_resource }}"
     iterations: "{{ saf_verify_iterations }}"
     timeout: "{{ saf_verify_timeout }}"
     require_gpu: "{{ saf_verify_require_gpu }}"
@@ -175,9 +227,11 @@ EXAMPLES = r"""
   register: probes
   failed_when: false
 
-- name: Show each worker's verdict
+- name: Show each worker's verdict, and the size its GFLOPS were measured at
   ansible.builtin.debug:
-    msg: "{{ item.host }}: {{ 'PASS' if item.passed else 'FAIL: ' ~ item.msg }}"
+    msg: >-
+      {{ item.host }}: {{ ('PASS, ' ~ item.gflops | round(1) ~ ' GFLOPS at N = ' ~ item.matrix_size)
+                          if item.passed else 'FAIL: ' ~ item.msg }}
   loop: "{{ probes.workers | default([]) }}"
 
 - name: Lab (MLX CPU backend), select BETA by its hostname, small matrices
@@ -202,6 +256,14 @@ workers:
   type: list
   elements: dict
   sample: [{host: beta, expected_hostname: BETA.local, executed_on: BETA.local, gflops: 214.7, passed: true}]
+job_id:
+  description:
+    - Ray job ID of this driver (hex), e.g. C(0d000000). Ray writes C(:job_id:<job ID>) and
+      C(:task_name:mlx_matmul_task) into the C(worker-*.out) and C(.err) logs of each worker that runs a probe
+      task, which is how roles/cluster_verify finds the logs of a worker that died.
+  returned: when connected
+  type: str
+  sample: 0d000000
 run_seconds:
   description: Seconds from submitting the tasks to the end of the one wait for their results.
   returned: when tasks were submitted
@@ -232,6 +294,25 @@ target_hostname:
   returned: when a target node was selected
   type: str
   sample: BETA.local
+node_resources:
+  description:
+    - Total logical resources of the target node (C(Resources) of its C(ray.nodes) entry; C(memory) and
+      C(object_store_memory) in bytes), e.g. its C(metal_gpu).
+  returned: when a target node was selected
+  type: dict
+  sample: {CPU: 28.0, metal_gpu: 1.0, memory: 180000000000.0}
+error_type:
+  description: Class name of the Ray exception the task failed with, e.g. C(WorkerCrashedError), C(TaskUnschedulableError).
+  returned: when the task failed in Ray
+  type: str
+  sample: WorkerCrashedError
+worker_died:
+  description:
+    - Whether the worker process running the task died (C(WorkerCrashedError) or C(OutOfMemoryError)). Its exit
+      code or signal and its log lines are on its node, under C(saf_ray_temp_dir/session_latest/logs/).
+  returned: when the task failed in Ray
+  type: bool
+  sample: true
 alive_nodes:
   description: All Alive Ray nodes when the target was selected.
   returned: when connected
@@ -299,10 +380,42 @@ versions:
       type: str
       sample: 0.29.1
 matrix_size:
-  description: N of the N x N float32 matrices.
+  description: N of the N x N float32 matrices the GFLOPS were measured at (after growth, see RV(sizing)).
   returned: when the task ran
   type: int
-  sample: 1024
+  sample: 8192
+sizing:
+  description: How RV(matrix_size) was reached.
+  returned: when the task ran
+  type: dict
+  contains:
+    start:
+      description: The size the growth started from (O(matrix_size)).
+      type: int
+      sample: 1024
+    min_seconds:
+      description: O(min_seconds), seconds.
+      type: float
+      sample: 0.02
+    max_bytes:
+      description: O(max_matrix_bytes), bytes.
+      type: int
+      sample: 1073741824
+    matrix_bytes:
+      description: Bytes of A, B and C at RV(matrix_size), 3 * 4 * N**2.
+      type: int
+      sample: 805306368
+    stopped_by:
+      description:
+        - V(fixed) (O(min_seconds) is 0), V(floor) (one product at RV(matrix_size) took at least O(min_seconds))
+          or V(cap) (it took less, but twice the size would pass O(max_matrix_bytes)).
+      type: str
+      sample: floor
+    trials:
+      description: Each size tried and the seconds of its one timed product, in order (empty when V(fixed)).
+      type: list
+      elements: dict
+      sample: [{matrix_size: 1024, seconds: 0.0004}, {matrix_size: 2048, seconds: 0.0021}]
 iterations:
   description: Number of timed products.
   returned: when the task ran
@@ -345,6 +458,10 @@ max_error_ratio:
   returned: when the task ran
   type: float
   sample: 0.0046
+exception:
+  description: Traceback of an error the module did not expect (it then fails, naming the targets and the error).
+  returned: on an unexpected error
+  type: str
 passed:
   description:
     - Whether every check passed (node ID, hostname, product, GPU when required).
@@ -359,15 +476,21 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.saf_ray import (
+    RAY_BUILTIN_RESOURCES,
     AmbiguousTarget,
     ConnectError,
     SafRayError,
     TargetNotFound,
     TaskFailed,
     TaskTimeout,
+    check_node_resource,
     check_probe_report,
     connect,
     import_ray,
+    json_safe,
+    matmul_bytes,
+    node_id_hex,
+    normalise_nodes,
     stdout_to_stderr,
     mlx_matmul_task,
     node_summary,
@@ -395,6 +518,9 @@ ARGUMENT_SPEC = dict(
         ),
     ),
     matrix_size=dict(type='int', default=1024),
+    min_seconds=dict(type='float', default=0),
+    max_matrix_bytes=dict(type='int', default=1073741824),
+    gpu_resource=dict(type='str'),
     iterations=dict(type='int', default=5),
     sample=dict(type='int', default=16),
     timeout=dict(type='float', default=120),
@@ -422,6 +548,17 @@ def _check_params(params, label):
             return '%s: %s must be >= %d, got %d' % (label, name, low, params[name])
     if not params['timeout'] > 0:
         return '%s: timeout must be > 0 seconds, got %s' % (label, params['timeout'])
+    if not 0 <= params['min_seconds'] < float('inf'):
+        return '%s: min_seconds must be a number of seconds >= 0, got %s' % (label, params['min_seconds'])
+    needed = matmul_bytes(params['matrix_size'])
+    if needed > params['max_matrix_bytes']:
+        return ('%s: matrix_size %d needs %d bytes for A, B and C (3 x 4 x N**2, float32), above max_matrix_bytes '
+                '%d; lower matrix_size or raise max_matrix_bytes'
+                % (label, params['matrix_size'], needed, params['max_matrix_bytes']))
+    resource = params['gpu_resource']
+    if resource and (resource != resource.strip() or resource in RAY_BUILTIN_RESOURCES or resource.startswith('node:')):
+        return ("%s: gpu_resource must name a custom Ray resource (no blanks around it, not one of %s, not "
+                "node:...), got %r" % (label, ', '.join(RAY_BUILTIN_RESOURCES), resource))
     hosts = [target['host'] for target in _targets(params)]
     twice = sorted(set(host for host in hosts if hosts.count(host) > 1))
     if twice:
@@ -432,28 +569,43 @@ def _check_params(params, label):
 def _timeout_message(cluster, row, target, params):
     """Why a task had no result in time: the target node's free resources, or an over-long matmul."""
     available = cluster.available_resources(row['target_node_id'])
+    totals = target.get('Resources') or {}
+    resource = params['gpu_resource']
     if available is None:
         free = 'unknown'
     else:
         # Ray leaves a resource out of the per-node map when none of it is free.
-        free = 'CPU %g of %g; all available: %s' % (
-            available.get('CPU', 0.0), (target.get('Resources') or {}).get('CPU', 0.0), available)
+        free = 'CPU %g of %g' % (available.get('CPU', 0.0), totals.get('CPU', 0.0))
+        if resource:
+            free += ', %s %g of %g' % (resource, available.get(resource, 0.0), totals.get(resource, 0.0))
+        free += '; all available: %s' % (available,)
+    wanted = 'num_cpus=1' + (' and %s=1' % resource if resource else '')
+    if params['min_seconds'] > 0:
+        work = ('matmul (from %dx%d, doubling while one product took under %g s, up to %d bytes)'
+                % (params['matrix_size'], params['matrix_size'], params['min_seconds'], params['max_matrix_bytes']))
+    else:
+        work = '%dx%d matmul' % (params['matrix_size'], params['matrix_size'])
     return ('%s: the MLX probe task did not finish within %g s on Ray node %s (%s): either the node '
-            'had no free resources for num_cpus=1 (available there: %s) or the %dx%d matmul ran '
+            'had no free resources for %s (available there: %s) or the %s ran '
             'longer than the timeout; the task was cancelled'
-            % (row['host'], params['timeout'], row['target_node_id'], row['node_address'], free,
-               params['matrix_size'], params['matrix_size']))
+            % (row['host'], params['timeout'], row['target_node_id'], row['node_address'], wanted, free, work))
 
 
 def _report_fields(report):
     """The per-worker result fields taken from the task's report."""
+    node_id = report.get('node_id')
+    try:
+        node_id = node_id_hex(node_id) if node_id is not None else None
+    except ValueError:
+        node_id = str(node_id)
     return dict(
         executed_on=report.get('hostname'),
-        node_id=report.get('node_id'),
+        node_id=node_id,
         device=report.get('device'),
         device_kind=report.get('device_kind'),
         versions=report.get('versions'),
         matrix_size=report.get('matrix_size'),
+        sizing=report.get('sizing'),
         iterations=report.get('iterations'),
         seconds=report.get('seconds'),
         median_seconds=report.get('median_seconds'),
@@ -497,6 +649,7 @@ def run_probes(module):
     timeout = params['timeout']
     deadline = time.monotonic() + timeout
     cluster = None
+    chosen = []  # (row, Ray node entry) of every target that has a node to run on
     try:
         try:
             cluster = connect(params['gcs_address'], params['driver_node_ip'], timeout)
@@ -504,10 +657,11 @@ def run_probes(module):
             return fail_all('%s: cannot connect to the Ray cluster at %s as a driver on %s: %s'
                             % (label, params['gcs_address'], params['driver_node_ip'], exc))
         result['connect_seconds'] = cluster.connect_seconds
+        if getattr(cluster, 'job_id', None):
+            result['job_id'] = cluster.job_id
 
-        nodes = cluster.nodes()
+        nodes = normalise_nodes(cluster.nodes())  # node IDs as hex strings, whatever Ray gave
         result['alive_nodes'] = [node_summary(node) for node in alive_nodes(nodes)]
-        chosen = []  # (row, Ray node entry) of every target that has a node to run on
         for row, target in zip(rows, targets):
             try:
                 # The node must be at its address AND report the expected hostname: a hostname that
@@ -519,7 +673,14 @@ def run_probes(module):
                 row['msg'] = '%s: cannot choose the Ray node to probe: %s' % (row['host'], exc)
                 continue
             row.update(target_node_id=node_id, node_address=node.get('NodeManagerAddress'),
-                       target_hostname=node.get('NodeManagerHostname'))
+                       target_hostname=node.get('NodeManagerHostname'),
+                       node_resources=dict(node.get('Resources') or {}))
+            if params['gpu_resource']:
+                # Without it the pinned task would be infeasible: Ray fails it at once naming neither.
+                lacking = check_node_resource(node, params['gpu_resource'], 1)
+                if lacking:
+                    row['msg'] = '%s: cannot run the MLX probe task there: %s' % (row['host'], lacking)
+                    continue
             chosen.append((row, node))
 
         if module.check_mode:
@@ -533,11 +694,13 @@ def run_probes(module):
                     row['msg'] = ('%s: no time left to run the task after connecting (timeout %g s)'
                                   % (row['host'], timeout))
             else:
-                args = (params['matrix_size'], params['iterations'], params['sample'], PROBE_SEED)
+                args = (params['matrix_size'], params['iterations'], params['sample'], PROBE_SEED,
+                        params['min_seconds'], params['max_matrix_bytes'])
+                extra = {'resources': {params['gpu_resource']: 1}} if params['gpu_resource'] else {}
                 started = time.monotonic()
                 outcomes = cluster.run_pinned_many(
                     mlx_matmul_task, [(row['target_node_id'], args) for row, _node in chosen],
-                    timeout=remaining, num_cpus=1)
+                    timeout=remaining, num_cpus=1, **extra)
                 result['run_seconds'] = time.monotonic() - started
                 for (row, node), outcome in zip(chosen, outcomes):
                     if isinstance(outcome, TaskTimeout):
@@ -545,6 +708,8 @@ def run_probes(module):
                     elif isinstance(outcome, (TaskFailed, SafRayError)):
                         row['msg'] = ('%s: the MLX probe task on Ray node %s (%s) failed: %s'
                                       % (row['host'], row['target_node_id'], row['node_address'], outcome))
+                        if isinstance(outcome, TaskFailed) and outcome.error_type:
+                            row.update(error_type=outcome.error_type, worker_died=outcome.worker_died)
                     else:
                         row.update(_report_fields(outcome))
                         problems = check_probe_report(outcome, row['target_node_id'], row['expected_hostname'],
@@ -556,8 +721,9 @@ def run_probes(module):
         if cluster is not None:
             cluster.shutdown()
 
-    if module.check_mode:  # every row has a message; only a target without a node failed
-        failures = [row['msg'] for row in rows if 'target_node_id' not in row]
+    if module.check_mode:  # every row has a message; only a target without a node to run on failed
+        runnable = set(id(row) for row, _node in chosen)
+        failures = [row['msg'] for row in rows if id(row) not in runnable]
     else:  # a row that passed has no message
         failures = [row['msg'] for row in rows if 'msg' in row]
     return ('; '.join(failures) if failures else None), result, rows
@@ -583,11 +749,27 @@ def run_probe(module):
     return error, result
 
 
+def _label(params):
+    """The targets' names for a message, from whatever options there are."""
+    try:
+        return ', '.join(target['host'] or target['expected_hostname'] or '?' for target in _targets(params))
+    except Exception:
+        return '?'
+
+
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
                            mutually_exclusive=MUTUALLY_EXCLUSIVE, required_one_of=REQUIRED_ONE_OF)
-    with stdout_to_stderr():  # Ray prints cluster errors to stdout; keep it for the JSON result
-        error, result = run_probe(module)
+    try:
+        with stdout_to_stderr():  # Ray prints cluster errors to stdout; keep it for the JSON result
+            error, result = run_probe(module)
+        # A value of a type JSON cannot carry (a Ray NodeID object, bytes) would make exit_json raise
+        # TypeError and end the module without its JSON (MODULE FAILURE).
+        result = json_safe(result)
+    except Exception as exc:  # what the module does not expect still ends as a result, naming the targets
+        module.fail_json(msg='%s: the MLX probe stopped on an unexpected error: %s: %s'
+                             % (_label(module.params), type(exc).__name__, exc),
+                         exception=traceback.format_exc(), changed=False)
     if error:
         module.fail_json(msg=error, **result)
     module.exit_json(**result)

@@ -18,6 +18,8 @@ description:
   - On timeout it fails, naming the missing inventory hosts and their addresses, and returns RV(missing)
     so the playbook can fetch the raylet log tail from those hosts.
   - The module only reads cluster state; RV(ignore:changed) is always false and it runs in check mode too.
+  - An error the module did not foresee fails it naming this host and the driver address, with the exception's
+    text and traceback (and every expected node in RV(missing)), instead of leaving no result.
 version_added: "1.0.0"
 author:
   - SAF maintainers
@@ -198,8 +200,13 @@ connect_seconds:
   returned: when connected
   type: float
   sample: 0.45
+exception:
+  description: Traceback of an error the module did not foresee (it then fails, naming this host).
+  returned: on an unforeseen error
+  type: str
 """
 
+import socket
 import time
 import traceback
 
@@ -343,10 +350,28 @@ def run_membership(module):
             cluster.shutdown()
 
 
+def unexpected_failure(params, exc):
+    """The failed result for an exception run_membership did not foresee: ``msg`` names this host
+    (its hostname; the module is not told its inventory name) and the driver address, every expected
+    node counts as missing (the roles read RV(missing) after a failure), ``exception`` is the traceback."""
+    expected = [item for item in params.get('expected') or [] if isinstance(item, dict)]
+    return dict(
+        msg='%s (driver %s): saf_ray_membership stopped on an unexpected error: %s: %s'
+            % (socket.gethostname(), params.get('driver_node_ip'), type(exc).__name__, exc),
+        exception=traceback.format_exc(),
+        changed=False,
+        missing=[item.get('host') for item in expected],
+        missing_addresses=[item.get('address') for item in expected],
+    )
+
+
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    with stdout_to_stderr():  # Ray prints cluster errors to stdout; keep it for the JSON result
-        error, result = run_membership(module)
+    try:
+        with stdout_to_stderr():  # Ray prints cluster errors to stdout; keep it for the JSON result
+            error, result = run_membership(module)
+    except Exception as exc:  # anything unforeseen: a failed result naming the host, never a MODULE FAILURE
+        module.fail_json(**unexpected_failure(module.params, exc))
     if error:
         module.fail_json(msg=error, **result)
     module.exit_json(**result)

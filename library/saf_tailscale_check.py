@@ -21,6 +21,8 @@ description:
     relay passes with a warning; a node that does not answer fails.
   - Every problem found is collected, and the module fails once, listing all of them, each naming the node,
     the value seen and the value wanted.
+  - A pong proves the tunnel only, not Ray's ports (RV(ping_scope)); an error the module did not foresee fails it
+    naming the node, with the exception's text and traceback, instead of leaving no result.
   - The module only reads (status and ping change nothing); RV(ignore:changed) is always false and it runs in
     check mode too.
 version_added: "1.1.0"
@@ -114,6 +116,10 @@ notes:
     (O(app_cli), then O(homebrew_prefixes)).
   - O(ping_timeout) is passed as a Go duration, C(5s), or C(2500ms) for V(2.5). Flags come before the address
     (Go's flag parsing stops at the first argument).
+  - C(tailscale ping) is answered by tailscaled itself over Tailscale's own path, so it passes while Tailscale
+    ACLs (grants) or the node's own firewall block TCP to a service port (issues 17490 and 4882 of
+    github.com/tailscale/tailscale).
+    It proves the tunnel between the nodes, not that Ray's ports are reachable through it.
 seealso:
   - name: tailscale ping
     description: How Tailscale reports the path each reply took.
@@ -331,6 +337,16 @@ problems:
   type: list
   elements: str
   sample: ["peer beta (inventory host BETA) is offline (Online=false, LastSeen 2025-09-29T08:12:40Z)"]
+ping_scope:
+  description:
+    - What RV(ping) proves and what it does not, one sentence for the play's output (the tunnel only, not Ray's
+      TCP ports; where those are checked).
+  returned: when Tailscale is running here (the nodes were checked)
+  type: str
+exception:
+  description: Traceback of an error the module did not foresee (it then fails, naming the node).
+  returned: on an unforeseen error
+  type: str
 """
 
 import ipaddress
@@ -338,8 +354,10 @@ import json
 import os
 import re
 import shutil
+import socket
 import statistics
 import subprocess
+import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -382,6 +400,15 @@ GO_DURATION_PART_RE = re.compile(r'(\d+(?:\.\d*)?)(ns|us|\u00b5s|\u03bcs|ms|s|m|
 GO_DURATION_MS = {'ns': 1e-6, 'us': 1e-3, '\u00b5s': 1e-3, '\u03bcs': 1e-3, 'ms': 1.0, 's': 1e3, 'm': 6e4, 'h': 3.6e6}
 #: Go's zero time.Time as encoding/json writes it (PeerStatus.LastSeen of an online node).
 GO_ZERO_TIME = '0001-01-01T00:00:00Z'
+
+#: What a pong proves (RV ping_scope): tailscaled answers ``tailscale ping`` itself (disco over UDP,
+#: or TSMP), before Tailscale's packet filter and the node's firewall see any TCP, so it passes while
+#: ACLs or a firewall block Ray's ports (tailscale/tailscale#17490, #4882).
+PING_SCOPE = ("tailscale ping proves the tunnel between the nodes only, not Ray's ports: tailscaled answers it "
+              "itself, so it passes even when Tailscale ACLs (grants) or a node's firewall block TCP to them "
+              "(tailscale/tailscale#17490, #4882). verify.yml's MLX probe fails when a worker cannot be "
+              "reached on them, and ray_port_exposure checks they stay closed to hosts outside the cluster; "
+              "no check here yet tries every Ray port between every pair of nodes.")
 
 #: What to do about each non-running BackendState (ipn.State names, ipn/ipnstate/ipnstate.go).
 STATE_HINTS = {
@@ -784,6 +811,7 @@ def run_check(module):
     nodes, problems = check_peers(status, peers, params['self_name'])
     self_status = status.get('Self') or {}
     result.update(
+        ping_scope=PING_SCOPE,
         peers=nodes,
         self_node=dict(name=here['name'], host=host, tailscale_ipv4=first_ipv4(self_status.get('TailscaleIPs')),
                   dns_name=self_status.get('DNSName')),
@@ -806,9 +834,28 @@ def run_check(module):
     return None, result
 
 
+def this_host(params):
+    """Name of the node the module runs on, for messages: the inventory host of the O(peers) entry named
+    O(self_name), else the machine's hostname."""
+    try:
+        wanted = (params.get('self_name') or '').strip().lower()
+        for entry in params.get('peers') or []:
+            if wanted and (entry.get('name') or '').strip().lower() == wanted:
+                return entry.get('host') or entry['name']
+    except (AttributeError, KeyError, TypeError):
+        pass
+    return socket.gethostname()
+
+
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    error, result = run_check(module)
+    try:
+        error, result = run_check(module)
+    except Exception as exc:  # anything unforeseen: a failed result naming the node, never a MODULE FAILURE
+        message = '%s: saf_tailscale_check stopped on an unexpected error: %s: %s' % (
+            this_host(module.params), type(exc).__name__, exc)
+        module.fail_json(msg=message, exception=traceback.format_exc(), changed=False, searched=[],
+                         problems=[message])
     if error:
         module.fail_json(msg=error, **result)
     module.exit_json(**result)

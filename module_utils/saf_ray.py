@@ -96,7 +96,25 @@ class TaskTimeout(SafRayError):
 
 
 class TaskFailed(SafRayError):
-    """The pinned Ray task failed: unschedulable, raised inside the worker, or its worker died."""
+    """The pinned Ray task failed: unschedulable, raised inside the worker, or its worker died.
+
+    ``error_type`` is the class name of Ray's exception (e.g. ``WorkerCrashedError``) and
+    ``worker_died`` whether it means the worker process running the task died
+    (:data:`WORKER_DEATH_ERRORS`), so its logs on the node are worth reading.
+    """
+
+    def __init__(self, msg, error_type=None, worker_died=False):
+        super(TaskFailed, self).__init__(msg)
+        self.error_type = error_type
+        self.worker_died = bool(worker_died)
+
+
+#: Ray exceptions (class names) that mean the worker process running the task died: Ray 2.49.2
+#: raises ``WorkerCrashedError`` for a crash, an abort or an exit (the raylet only sees the
+#: worker's connection drop, and the exception carries no detail: "The worker died unexpectedly
+#: while executing this task. Check python-core-worker-*.log files for more information."), and
+#: ``OutOfMemoryError`` when its memory monitor killed the worker.
+WORKER_DEATH_ERRORS = ('WorkerCrashedError', 'OutOfMemoryError')
 
 
 # ---------------------------------------------------------------------------
@@ -129,6 +147,73 @@ def normalise_hostname(name):
     return short
 
 
+def node_id_hex(value):
+    """Return a Ray node ID as its hex string, whatever type the Ray release hands it over in.
+
+    The one place node IDs are normalised.  Ray 2.49.2 gives strings (``ray.nodes()``'s
+    ``NodeID``, ``get_runtime_context().get_node_id()``), but its own ``NodeID`` objects (e.g.
+    the deprecated ``get_runtime_context().node_id``) and other releases' return values are
+    objects with a ``.hex()`` method; raw IDs are 28 bytes.  A string is returned unchanged (it is
+    checked by :func:`validate_node_id`), bytes and ``bytearray`` as ``.hex()``, an object with a
+    callable ``.hex()`` returning a string as that string.
+
+    :raises ValueError: anything else (None included), naming the value and its type.
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).hex()
+    method = getattr(value, 'hex', None)
+    if callable(method) and not isinstance(value, (int, float, bool)):
+        try:
+            text = method()
+        except Exception as exc:
+            raise ValueError('Ray node ID %r (%s): its hex() failed: %s' % (value, type(value).__name__, exc))
+        if isinstance(text, str):
+            return text
+    raise ValueError('Ray node ID must be a string of %d lowercase hex characters (or %d bytes, or an object '
+                     'with .hex() such as ray.NodeID), got %r of type %s'
+                     % (NODE_ID_HEX_LEN, NODE_ID_BYTES, value, type(value).__name__))
+
+
+def normalise_nodes(nodes):
+    """Return copies of ``ray.nodes()`` entries whose ``NodeID`` is a hex string (:func:`node_id_hex`).
+
+    An ID that cannot be converted is kept as its ``str`` (so results stay JSON) and is refused
+    later by :func:`validate_node_id`; a missing one stays missing.
+    """
+    out = []
+    for node in nodes or []:
+        entry = dict(node)
+        if entry.get('NodeID') is not None:
+            try:
+                entry['NodeID'] = node_id_hex(entry['NodeID'])
+            except ValueError:
+                entry['NodeID'] = str(entry['NodeID'])
+        out.append(entry)
+    return out
+
+
+def json_safe(value):
+    """``value`` with everything JSON cannot carry converted, so an Ansible result always encodes.
+
+    Dicts (keys as strings), lists, tuples and sets are walked; str, int, float, bool and None are
+    kept; a node ID object or bytes become hex (:func:`node_id_hex`); anything else its ``str``.
+    ansible-core's result encoder raises ``TypeError: Value of unknown type`` on a foreign object,
+    and the module would end without its JSON (MODULE FAILURE).
+    """
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, dict):
+        return dict((str(key), json_safe(item)) for key, item in value.items())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [json_safe(item) for item in value]
+    try:
+        return node_id_hex(value)
+    except ValueError:
+        return str(value)
+
+
 def validate_node_id(node_id):
     """Return ``node_id`` if it is a well-formed, non-Nil Ray node ID.
 
@@ -140,11 +225,12 @@ def validate_node_id(node_id):
     scheduling.  Upper-case hex is rejected although Ray would decode it: SAF
     compares IDs as strings, and Ray never produces upper case.
 
+    A ``ray.NodeID`` object or raw bytes are accepted as their hex (:func:`node_id_hex`), and
+    the hex string is returned.
+
     :raises ValueError: naming the value seen and what is wanted.
     """
-    if not isinstance(node_id, str):
-        raise ValueError('Ray node ID must be a string of %d lowercase hex characters, got %r'
-                         % (NODE_ID_HEX_LEN, node_id))
+    node_id = node_id_hex(node_id)
     if len(node_id) != NODE_ID_HEX_LEN:
         raise ValueError('Ray node ID %r has %d characters, wanted %d lowercase hex characters (%d bytes)'
                          % (node_id, len(node_id), NODE_ID_HEX_LEN, NODE_ID_BYTES))
@@ -179,8 +265,14 @@ def node_summary(node):
     logical resources, e.g. ``{"CPU": 2.0, "GPU": 1.0, "memory": <bytes>}``).
     """
     resources = dict(node.get('Resources') or {})
+    node_id = node.get('NodeID')
+    if node_id is not None:
+        try:
+            node_id = node_id_hex(node_id)
+        except ValueError:
+            node_id = str(node_id)
     return {
-        'node_id': node.get('NodeID'),
+        'node_id': node_id,
         'address': node.get('NodeManagerAddress'),
         'hostname': node.get('NodeManagerHostname'),
         'alive': node.get('Alive') is True,
@@ -353,6 +445,145 @@ def check_entry(row, col, value, gamma):
     return (error <= bound, error, bound, reference)
 
 
+# ---------------------------------------------------------------------------
+# Size of the probe: grow N until the device, not the dispatch, is timed
+# ---------------------------------------------------------------------------
+
+#: Bytes of one float32 value (IEEE 754 binary32).
+FLOAT32_BYTES = 4
+#: N x N float32 matrices the probe holds at its size: A, B and the product C.
+PROBE_MATRICES = 3
+#: Why the probe stopped at its size (``sizing.stopped_by``): ``fixed`` (no floor, N as given),
+#: ``floor`` (one product at N took at least the floor), ``cap`` (shorter, but 2N would not fit).
+SIZE_FIXED = 'fixed'
+SIZE_FLOOR = 'floor'
+SIZE_CAP = 'cap'
+
+
+def matmul_bytes(n):
+    """Memory of the probe's matrices at size N, in bytes: ``3 * 4 * n**2`` (A, B and C, float32).
+
+    ``matmul_bytes(1024) == 12582912`` (12 MiB); ``matmul_bytes(8192) == 805306368`` (768 MiB).
+
+    :raises ValueError: ``n`` is not a positive integer.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError('matrix size must be a positive integer, got %r' % (n,))
+    return PROBE_MATRICES * FLOAT32_BYTES * n * n
+
+
+def next_matrix_size(n):
+    """The size the probe tries after ``n``: ``2 * n``.
+
+    From the starting size s (``saf_verify_matrix_size``) the probe tries s, 2s, 4s, ...: powers of
+    two times s.  Doubling N multiplies a product's work (2 N**3 FLOPs) by 8, so the sizes tried
+    before the last cost at most 1/7 of its time together.
+
+    :raises ValueError: ``n`` is not a positive integer.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError('matrix size must be a positive integer, got %r' % (n,))
+    return 2 * n
+
+
+def should_grow(n, seconds, min_seconds, max_bytes):
+    """Whether the probe tries the next size after one timed product at size N took ``seconds``.
+
+    Rule: grow while one product lasts less than ``min_seconds`` (the floor, in seconds) and the
+    next size's matrices fit in ``max_bytes`` (:func:`matmul_bytes` of :func:`next_matrix_size`).
+    A product shorter than the floor times the dispatch and the synchronisation more than the
+    device: an M3 Ultra finishes a 1024 x 1024 float32 product in a fraction of a millisecond.
+
+    :returns: ``(grow, stopped_by)``: ``(True, None)`` to try ``next_matrix_size(n)``, else
+        ``(False, reason)`` with reason :data:`SIZE_FIXED` (``min_seconds`` <= 0: no floor),
+        :data:`SIZE_FLOOR` (``seconds >= min_seconds``) or :data:`SIZE_CAP` (the next size would
+        need more than ``max_bytes``, or is 2**23 or more, where gamma_n reaches 1 and bounds nothing).
+    """
+    if not min_seconds or min_seconds <= 0:
+        return False, SIZE_FIXED
+    if seconds >= min_seconds:
+        return False, SIZE_FLOOR
+    bigger = next_matrix_size(n)
+    if max_bytes is not None and matmul_bytes(bigger) > max_bytes:
+        return False, SIZE_CAP
+    if bigger * FLOAT32_UNIT_ROUNDOFF >= 0.5:  # gamma_n grows useless long before 2**23
+        return False, SIZE_CAP
+    return True, None
+
+
+def choose_matrix_size(start, min_seconds, max_bytes, time_product):
+    """Grow the matrix from ``start`` by :func:`next_matrix_size` while :func:`should_grow` says so.
+
+    ``time_product(n)`` prepares N x N matrices (and warms up) and returns the wall time, in
+    seconds, of one timed product; the caller keeps the matrices of the last size it was called
+    with.  With ``min_seconds`` <= 0 it is never called.
+
+    :returns: dict ``matrix_size`` (the size reached), ``stopped_by`` (see :func:`should_grow`),
+        ``trials`` (``[{'matrix_size': n, 'seconds': s}, ...]``, one per size timed, in order).
+    """
+    if not min_seconds or min_seconds <= 0:
+        return {'matrix_size': start, 'stopped_by': SIZE_FIXED, 'trials': []}
+    n = start
+    trials = []
+    while True:
+        seconds = time_product(n)
+        trials.append({'matrix_size': n, 'seconds': seconds})
+        grow, stopped_by = should_grow(n, seconds, min_seconds, max_bytes)
+        if not grow:
+            return {'matrix_size': n, 'stopped_by': stopped_by, 'trials': trials}
+        n = next_matrix_size(n)
+
+
+# ---------------------------------------------------------------------------
+# Node resources
+# ---------------------------------------------------------------------------
+
+#: Ray's own resource names, which a custom GPU resource must not take.
+RAY_BUILTIN_RESOURCES = ('CPU', 'GPU', 'memory', 'object_store_memory')
+
+
+def format_resources(resources):
+    """A node's resources as short text: ``CPU 2, metal_gpu 1, memory 7.5 GiB, object_store_memory 256 MiB``.
+
+    Sorted by name, Ray's per-node markers (``node:<ip>``, ``node:__internal_head__``) left out;
+    ``memory`` and ``object_store_memory`` (bytes in ``ray.nodes()``) in MiB or GiB.
+    """
+    parts = []
+    for name in sorted(resources or {}):
+        if name.startswith('node:'):
+            continue
+        value = resources[name]
+        if name in ('memory', 'object_store_memory') and isinstance(value, (int, float)):
+            if value >= 2 ** 30:
+                text = '%.1f GiB' % (value / 2.0 ** 30)
+            else:
+                text = '%d MiB' % round(value / 2.0 ** 20)
+        elif isinstance(value, float) and value.is_integer():
+            text = '%d' % value
+        else:
+            text = '%s' % (value,)
+        parts.append('%s %s' % (name, text))
+    return ', '.join(parts) if parts else 'none'
+
+
+def check_node_resource(node, name, amount=1):
+    """Why ``node`` (a ``ray.nodes()`` entry) cannot run a task that asks for ``amount`` of resource
+    ``name``, or None when it offers at least that much in total.
+
+    A task pinned with ``soft=False`` to a node without the resource fails at once with
+    ``TaskUnschedulableError`` ("... doesn't exist any more or is infeasible"), naming neither the
+    resource nor the fix; this says both, before anything is submitted.
+    """
+    total = (node.get('Resources') or {}).get(name)
+    if total is not None and total >= amount:
+        return None
+    have = 'offers no %r resource' % (name,) if total is None else 'offers only %g of %r' % (total, name)
+    return ('Ray node %s (%s, %s) %s, wanted %g for the MLX task; its resources: %s. Start the node with '
+            "--resources='{\"%s\": %g}'"
+            % (node.get('NodeID'), node.get('NodeManagerAddress'), node.get('NodeManagerHostname'), have, amount,
+               format_resources(node.get('Resources')), name, amount))
+
+
 def _finite(value):
     """Return ``value`` if it is a finite float, else None (keeps results strict JSON)."""
     if value is None or not math.isfinite(value):
@@ -360,7 +591,7 @@ def _finite(value):
     return value
 
 
-def mlx_matmul_task(n, iterations, sample, seed):
+def mlx_matmul_task(n, iterations, sample, seed, min_seconds=0.0, max_bytes=None):
     """Ray task payload: time an N x N float32 MLX matmul on this node and check it.
 
     Runs INSIDE the Ray worker process on the target node (imports MLX and Ray
@@ -368,25 +599,34 @@ def mlx_matmul_task(n, iterations, sample, seed):
     (:meth:`RayCluster.run_pinned_many` registers this module with
     ``ray.cloudpickle.register_pickle_by_value``), because the worker cannot
     import ``ansible.module_utils.saf_ray`` (it lives in the AnsiballZ zip on
-    the head node only).
+    the head node only).  Its arguments are six numbers, its result a small dict.
 
-    Work: A and B are N x N float32 (``mx.random.normal``, keys split from
-    ``mx.random.key(seed)``); one untimed warm-up ``mx.eval(a @ b)``; then
-    ``iterations`` timed runs of ``c = a @ b; mx.eval(c)`` (``time.perf_counter``
-    around both: MLX is lazy, so ``mx.eval`` must be inside the timed region).
-    ``sample`` entries of the last C are checked against a float64 reference
-    (:func:`check_entry`, bound :func:`matmul_error_bound`).
+    Size: N starts at ``n``.  With ``min_seconds`` > 0 the size grows
+    (:func:`choose_matrix_size`: N, 2N, 4N, ...) while one timed product lasts
+    less than ``min_seconds`` seconds and the next size's A, B and C fit in
+    ``max_bytes`` bytes (:func:`matmul_bytes`); each size tried gets fresh
+    matrices, one untimed warm-up and one timed product.  ``min_seconds`` <= 0
+    keeps N = ``n`` (no trial product).
+
+    Work at the size reached: A and B are N x N float32 (``mx.random.normal``,
+    keys split from ``mx.random.key(seed)``); one untimed warm-up
+    ``mx.eval(a @ b)``; then ``iterations`` timed runs of ``c = a @ b; mx.eval(c)``
+    (``time.perf_counter`` around both: MLX is lazy, so ``mx.eval`` must be
+    inside the timed region).  ``sample`` entries of the last C are checked
+    against a float64 reference (:func:`check_entry`, bound :func:`matmul_error_bound`).
 
     :returns: plain JSON-serialisable dict: ``hostname`` (raw
-        ``socket.gethostname()``), ``node_id``, ``device`` (``str(mx.default_device())``),
-        ``device_kind`` ('gpu'/'cpu'), ``versions`` {python, ray, mlx},
-        ``matrix_size``, ``iterations``, ``seconds`` (list, seconds per product),
-        ``median_seconds``, ``gflops`` (from the median, GFLOPS),
-        ``checked`` (entries checked), ``max_abs_error``, ``error_bound`` (the
-        bound of the entry with the largest error/bound ratio), ``gamma_n``,
-        ``max_error_ratio`` (largest abs error / bound; the check passes iff <= 1),
-        ``failed_entries`` (count), ``bad_entries`` (up to 5 failing entries),
-        ``product_ok`` (bool: at least one entry checked and none failed).
+        ``socket.gethostname()``), ``node_id`` (hex, :func:`node_id_hex`), ``device``
+        (``str(mx.default_device())``), ``device_kind`` ('gpu'/'cpu'), ``versions``
+        {python, ray, mlx}, ``matrix_size`` (the N used), ``sizing`` {``start``,
+        ``min_seconds``, ``max_bytes``, ``matrix_bytes``, ``stopped_by``, ``trials``},
+        ``iterations``, ``seconds`` (list, seconds per product), ``median_seconds``,
+        ``gflops`` (from the median, GFLOPS), ``checked`` (entries checked),
+        ``max_abs_error``, ``error_bound`` (the bound of the entry with the largest
+        error/bound ratio), ``gamma_n``, ``max_error_ratio`` (largest abs error /
+        bound; the check passes iff <= 1), ``failed_entries`` (count),
+        ``bad_entries`` (up to 5 failing entries), ``product_ok`` (bool: at least
+        one entry checked and none failed).
     """
     import platform
     import socket as _socket
@@ -395,9 +635,11 @@ def mlx_matmul_task(n, iterations, sample, seed):
     import mlx.core as mx
     import ray
 
-    n = int(n)
+    start_n = int(n)
     iterations = int(iterations)
     sample = int(sample)
+    min_seconds = float(min_seconds or 0.0)
+    max_bytes = None if max_bytes is None else int(max_bytes)
 
     mlx_version = getattr(mx, '__version__', None)
     if not mlx_version:
@@ -409,20 +651,42 @@ def mlx_matmul_task(n, iterations, sample, seed):
 
     device = mx.default_device()
     device_kind = str(device.type).rsplit('.', 1)[-1].lower()
-
     key_a, key_b = mx.random.split(mx.random.key(seed))
-    a = mx.random.normal((n, n), dtype=mx.float32, key=key_a)
-    b = mx.random.normal((n, n), dtype=mx.float32, key=key_b)
-    mx.eval(a, b)
-    mx.eval(a @ b)  # warm-up: kernel selection / compilation, untimed
+    held = {}
+
+    def prepare(size):
+        held.clear()  # the previous size's matrices go before the next size's are made
+        clear_cache = getattr(mx, 'clear_cache', None)  # MLX keeps freed buffers for reuse
+        if callable(clear_cache):
+            clear_cache()
+        a = mx.random.normal((size, size), dtype=mx.float32, key=key_a)
+        b = mx.random.normal((size, size), dtype=mx.float32, key=key_b)
+        mx.eval(a, b)
+        mx.eval(a @ b)  # warm-up: kernel selection / compilation, untimed
+        held.update(a=a, b=b)
+
+    def time_once():
+        start = _time.perf_counter()
+        product = held['a'] @ held['b']
+        mx.eval(product)
+        return _time.perf_counter() - start, product
+
+    def trial(size):
+        prepare(size)
+        return time_once()[0]
+
+    sizing = choose_matrix_size(start_n, min_seconds, max_bytes, trial)
+    n = sizing['matrix_size']
+    if sizing['stopped_by'] == SIZE_FIXED:
+        prepare(n)
+    a, b = held['a'], held['b']
 
     seconds = []
     c = None
     for _ in range(iterations):
-        start = _time.perf_counter()
-        c = a @ b
-        mx.eval(c)
-        seconds.append(_time.perf_counter() - start)
+        c = None  # A, B and one C at a time: matmul_bytes(n)
+        elapsed, c = time_once()
+        seconds.append(elapsed)
 
     gamma = matmul_error_bound(n)
     max_error = 0.0
@@ -451,9 +715,13 @@ def mlx_matmul_task(n, iterations, sample, seed):
             worst_bound = bound
 
     mid = median(seconds)
+    try:
+        node_id = node_id_hex(ray.get_runtime_context().get_node_id())
+    except ValueError as exc:  # reported, and refused by the node ID check of check_probe_report
+        node_id = str(exc)
     return {
         'hostname': _socket.gethostname(),
-        'node_id': ray.get_runtime_context().get_node_id(),
+        'node_id': node_id,
         'device': str(device),
         'device_kind': device_kind,
         'versions': {
@@ -462,6 +730,14 @@ def mlx_matmul_task(n, iterations, sample, seed):
             'mlx': mlx_version,
         },
         'matrix_size': n,
+        'sizing': {
+            'start': start_n,
+            'min_seconds': min_seconds,
+            'max_bytes': max_bytes,
+            'matrix_bytes': matmul_bytes(n),
+            'stopped_by': sizing['stopped_by'],
+            'trials': sizing['trials'],
+        },
         'iterations': iterations,
         'seconds': seconds,
         'median_seconds': mid,
@@ -488,6 +764,10 @@ def check_probe_report(report, target_node_id, expected_hostname, require_gpu):
     """
     problems = []
     seen_id = report.get('node_id')
+    try:
+        seen_id = node_id_hex(seen_id)
+    except ValueError:
+        pass
     if seen_id != target_node_id:
         problems.append('the task ran on Ray node ID %s, wanted the target node ID %s'
                         % (seen_id, target_node_id))
@@ -646,7 +926,7 @@ class RayCluster(object):
     """A driver connection to a running Ray cluster (made by :func:`connect`).
 
     Thin wrapper so the modules need only: :meth:`nodes`, :meth:`run_pinned_many`,
-    :meth:`available_resources`, :meth:`shutdown`.  Unit tests substitute a
+    :meth:`available_resources`, :meth:`shutdown`, and ``job_id``.  Unit tests substitute a
     test double with the same methods.
     """
 
@@ -656,10 +936,28 @@ class RayCluster(object):
         self.driver_node_ip = driver_node_ip
         self.connect_seconds = connect_seconds
         self.connect_attempts = 1
+        self.job_id = None
 
     def nodes(self):
-        """Return ``ray.nodes()`` (Alive and dead entries, see the module docstring)."""
-        return self.ray.nodes()
+        """Return ``ray.nodes()`` (Alive and dead entries, see the module docstring), node IDs as
+        hex strings (:func:`normalise_nodes`)."""
+        return normalise_nodes(self.ray.nodes())
+
+    def read_job_id(self):
+        """This driver's Ray job ID (hex, e.g. ``'0d000000'``), or None; best effort.
+
+        Ray writes ``:job_id:<job ID>`` and ``:task_name:<function>`` at the top of a worker's
+        ``worker-*.out`` and ``.err`` when it starts a task of the job, which is how the logs of a
+        worker that died running the probe are found on its node (roles/cluster_verify).
+        """
+        try:
+            job = self.ray.get_runtime_context().get_job_id()
+        except Exception:
+            return None
+        try:
+            return node_id_hex(job) if job is not None else None
+        except ValueError:
+            return str(job)
 
     def available_resources(self, node_id):
         """Best effort: the available logical resources of one node, or None.
@@ -673,12 +971,13 @@ class RayCluster(object):
         except Exception:
             return None
 
-    def run_pinned_many(self, func, calls, timeout=60.0, num_cpus=1):
+    def run_pinned_many(self, func, calls, timeout=60.0, num_cpus=1, resources=None):
         """Run ``func(*args)`` once per ``(node_id, args)`` in ``calls``, each task pinned to its node,
         all at the same time, with one bounded wait; return one outcome per call, in order.
 
         Every task is submitted with ``NodeAffinitySchedulingStrategy(node_id, soft=False)``,
-        ``num_cpus``, ``max_retries=0``, before any result is awaited; then one ``ray.wait`` of at
+        ``num_cpus``, ``resources`` (custom resources, e.g. ``{'metal_gpu': 1}``, when given),
+        ``max_retries=0``, before any result is awaited; then one ``ray.wait`` of at
         most ``timeout`` seconds covers them all, so N workers take about the time of the slowest,
         not the sum.  The module defining ``func`` is registered with
         ``ray.cloudpickle.register_pickle_by_value`` so the function travels by value (the worker
@@ -686,7 +985,10 @@ class RayCluster(object):
 
         An outcome is the task's return value, or (not raised) a :class:`TaskTimeout` when it had
         no result in time (it is force-cancelled), or a :class:`TaskFailed` when it was
-        unschedulable (node gone), raised inside the worker, or its worker died.
+        unschedulable (node gone, or without a resource asked for), raised inside the worker, or
+        its worker died (``worker_died``, see :data:`WORKER_DEATH_ERRORS`).  An exception that is
+        not Ray's becomes a :class:`TaskFailed` too, naming its type: one worker's odd result does
+        not lose the others'.
 
         :raises ValueError: a ``node_id`` is malformed (checked before anything is submitted).
         """
@@ -697,12 +999,12 @@ class RayCluster(object):
 
         ray.cloudpickle.register_pickle_by_value(sys.modules[func.__module__])
         refs = []
+        options = dict(num_cpus=num_cpus, max_retries=0)
+        if resources:
+            options['resources'] = dict(resources)
         for node_id, args in calls:
             remote = ray.remote(func).options(
-                num_cpus=num_cpus,
-                max_retries=0,
-                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
-            )
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False), **options)
             refs.append(remote.remote(*args))
         ready, _pending = ray.wait(refs, num_returns=len(refs), timeout=max(float(timeout), 0.001))
         ready = set(ready)  # ObjectRefs hash and compare by object ID
@@ -718,9 +1020,13 @@ class RayCluster(object):
             try:
                 outcomes.append(ray.get(ref))
             except ray.exceptions.TaskUnschedulableError as exc:
-                outcomes.append(TaskFailed('the Ray task is unschedulable on node %s: %s' % (node_id, exc)))
-            except ray.exceptions.RayError as exc:
-                outcomes.append(TaskFailed('the Ray task failed: %s' % (exc,)))
+                outcomes.append(TaskFailed('the Ray task is unschedulable on node %s: %s' % (node_id, exc),
+                                           error_type=type(exc).__name__))
+            except Exception as exc:  # RayError and its kin; anything else is named by its type too
+                name = type(exc).__name__
+                died = name in WORKER_DEATH_ERRORS
+                outcomes.append(TaskFailed('%s: %s: %s' % ('its worker process died' if died else 'the Ray task failed',
+                                                           name, exc), error_type=name, worker_died=died))
         return outcomes
 
     def shutdown(self):
@@ -796,6 +1102,7 @@ def connect(gcs_address, driver_node_ip, timeout=30.0):
                                % (gcs_address, driver_node_ip, type(exc).__name__, exc))
     cluster = RayCluster(ray, gcs_address, driver_node_ip, time.monotonic() - start)
     cluster.connect_attempts = attempts
+    cluster.job_id = cluster.read_job_id()
     return cluster
 
 
@@ -825,7 +1132,10 @@ def wait_for_nodes(expected, timeout, poll=1.0, settle=5.0, nodes_fn=None, clock
         ``elapsed`` (seconds), ``polls`` (count).
     """
     if nodes_fn is None:
-        nodes_fn = import_ray().nodes
+        ray = import_ray()
+
+        def nodes_fn():
+            return normalise_nodes(ray.nodes())
     clock = clock or time.monotonic
     sleep = sleep or time.sleep
     expected = list(expected)

@@ -174,7 +174,7 @@ def test_start_that_dies_is_retried_once_then_reported_with_its_log(verified, da
     assert "dashboard_agent failed and raylet fate-shares with it" in run.output, str(run)
     # The first error line of each log that start wrote, the raylet's among them.
     assert "First error line of each log this start wrote:" in run.output, str(run)
-    assert re.search(r"raylet\.out: .*fate-shares", run.output), str(run)
+    assert re.search(r"raylet(\.\d+)?\.out: .*fate-shares", run.output), str(run)
     assert "Start Ray on this node again" in run.output, str(run)
     # The retry either dies too, and the play fails with the log, or (seen now and then: the
     # fault does not always fire on the second start) comes up and the play passes with BETA

@@ -24,6 +24,7 @@ class FakeRayState(object):
 
     def __init__(self, node_id, time_out=False, raise_on_get=None):
         self.node_id = node_id
+        self.job_id = '0d000000'
         self.time_out = time_out
         self.raise_on_get = raise_on_get
         self.registered_by_value = []
@@ -32,6 +33,7 @@ class FakeRayState(object):
         self.cancelled = []
         self.get_timeouts = []
         self.wait_calls = []
+        self.nodes = []
 
 
 def install_fake_ray(monkeypatch, node_id, version='2.49.2', time_out=False, raise_on_get=None):
@@ -56,10 +58,17 @@ def install_fake_ray(monkeypatch, node_id, version='2.49.2', time_out=False, rai
     class RayTaskError(RayError):
         pass
 
+    class WorkerCrashedError(RayError):
+        # Ray 2.49.2's text, whatever killed the worker (ray/exceptions.py): no signal, no exit code.
+        def __str__(self):
+            return ('The worker died unexpectedly while executing this task. '
+                    'Check python-core-worker-*.log files for more information.')
+
     exceptions.RayError = RayError
     exceptions.GetTimeoutError = GetTimeoutError
     exceptions.TaskUnschedulableError = TaskUnschedulableError
     exceptions.RayTaskError = RayTaskError
+    exceptions.WorkerCrashedError = WorkerCrashedError
 
     cloudpickle = types.ModuleType('ray.cloudpickle')
     cloudpickle.register_pickle_by_value = state.registered_by_value.append
@@ -111,12 +120,15 @@ def install_fake_ray(monkeypatch, node_id, version='2.49.2', time_out=False, rai
         def get_node_id(self):
             return state.node_id
 
+        def get_job_id(self):
+            return state.job_id
+
     ray.remote = RemoteFunction
     ray.get = get
     ray.wait = wait
     ray.cancel = lambda ref, force=False: state.cancelled.append((ref, force))
     ray.get_runtime_context = RuntimeContext
-    ray.nodes = lambda: []
+    ray.nodes = lambda: list(state.nodes)
     ray.shutdown = lambda: None
     ray.exceptions = exceptions
     ray.cloudpickle = cloudpickle

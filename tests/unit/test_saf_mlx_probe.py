@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
+
+from ansible.module_utils import basic
 
 import saf_mlx_probe
 from ansible.module_utils import saf_ray
@@ -12,6 +16,10 @@ from ansible.module_utils.saf_ray import ConnectError, TaskFailed, TaskTimeout
 
 from fake_ray_cluster import FakeRayCluster, make_node, node_id
 from module_harness import patch_exit_fail, run_module  # noqa: F401  (patch_exit_fail is a fixture)
+
+# ansible-core's own exit_json/fail_json, before any test patches them (one test needs the real encoder).
+_REAL_EXIT_JSON = basic.AnsibleModule.exit_json
+_REAL_FAIL_JSON = basic.AnsibleModule.fail_json
 
 ALPHA_ID = node_id('a1')
 BETA_OLD_ID = node_id('b0')
@@ -403,3 +411,213 @@ def test_bad_worker_lists_are_refused(fake_cluster, args, workers, fragment):
     assert failed is True
     assert fragment in result['msg']
     assert fake_cluster['connects'] == []
+
+
+# ----------------------------------------------------------------- the size the GFLOPS are measured at (issue 16 h)
+
+def test_growth_options_reach_the_task_and_default_to_a_fixed_size(fake_cluster):
+    failed, result = run({})
+    assert failed is False
+    assert fake_cluster['cluster'].submitted[0]['args'][4:] == (0, 1073741824)  # min_seconds 0: N as given
+    failed, result = run({'min_seconds': 0.02, 'max_matrix_bytes': 805306368})
+    assert failed is False
+    assert fake_cluster['cluster'].submitted[-1]['args'][4:] == (0.02, 805306368)
+
+
+def test_the_size_used_and_how_it_was_reached_are_returned(fake_cluster):
+    sizing = {'start': 1024, 'min_seconds': 0.02, 'max_bytes': 1073741824, 'matrix_bytes': 805306368,
+              'stopped_by': 'floor', 'trials': [{'matrix_size': 1024, 'seconds': 0.0004},
+                                                {'matrix_size': 8192, 'seconds': 0.09}]}
+    fake_cluster['cluster'].report = task_report(matrix_size=8192, sizing=sizing)
+    failed, result = run({'min_seconds': 0.02})
+    assert failed is False
+    assert result['matrix_size'] == 8192 and result['sizing'] == sizing
+    documented = yaml.safe_load(saf_mlx_probe.RETURN)
+    assert set(sizing) == set(documented['sizing']['contains'])
+
+
+@pytest.mark.parametrize('args, fragment', [
+    ({'matrix_size': 16384}, 'matrix_size 16384 needs 3221225472 bytes for A, B and C (3 x 4 x N**2, float32), '
+                             'above max_matrix_bytes 1073741824'),
+    ({'matrix_size': 1024, 'max_matrix_bytes': 1000}, 'above max_matrix_bytes 1000'),
+    ({'min_seconds': -1}, 'min_seconds must be a number of seconds >= 0, got -1'),
+    ({'gpu_resource': 'GPU'}, "gpu_resource must name a custom Ray resource"),
+    ({'gpu_resource': 'node:192.0.2.2'}, "gpu_resource must name a custom Ray resource"),
+])
+def test_bad_growth_and_resource_options(fake_cluster, args, fragment):
+    failed, result = run(args)
+    assert failed is True
+    assert result['msg'].startswith('beta: ') and fragment in result['msg']
+    assert fake_cluster['connects'] == []
+
+
+def test_a_timeout_while_growing_says_so(fake_cluster):
+    fake_cluster['cluster'] = FakeRayCluster(cluster_nodes(), error=TaskTimeout('late'), available={'CPU': 3.0})
+    failed, result = run({'timeout': 5, 'min_seconds': 0.02})
+    assert failed is True
+    assert 'matmul (from 1024x1024, doubling while one product took under 0.02 s, up to 1073741824 bytes)' \
+        in result['msg']
+
+
+# ----------------------------------------------------------------- the GPU as a Ray resource (issue 16 i)
+
+def gpu_cluster(gamma_gpu=True):
+    """ALPHA, BETA and GAMMA, each started with --resources='{"metal_gpu": 1}' (GAMMA optionally not)."""
+    return [
+        make_node(ALPHA_ID, '192.0.2.1', 'ALPHA.local', cpu=4.0, head=True, extra={'metal_gpu': 1.0}),
+        make_node(BETA_ID, '192.0.2.2', 'BETA.local', cpu=4.0, extra={'metal_gpu': 1.0}),
+        make_node(GAMMA_ID, '192.0.2.3', 'GAMMA.local', cpu=4.0, extra={'metal_gpu': 1.0} if gamma_gpu else None),
+    ]
+
+
+def test_each_task_asks_for_one_cpu_and_the_gpu_resource(fake_cluster):
+    cluster = FakeRayCluster(gpu_cluster(), report=report_of)
+    fake_cluster['cluster'] = cluster
+    failed, result = run_workers({'gpu_resource': 'metal_gpu'})
+    assert failed is False
+    assert [(call['num_cpus'], call['resources']) for call in cluster.submitted] == [(1, {'metal_gpu': 1})] * 2
+    assert [row['node_resources']['metal_gpu'] for row in result['workers']] == [1.0, 1.0]
+    assert {node['node_id']: node['resources'].get('metal_gpu') for node in result['alive_nodes']} == \
+        {ALPHA_ID: 1.0, BETA_ID: 1.0, GAMMA_ID: 1.0}
+
+
+@pytest.mark.parametrize('args', [{}, {'gpu_resource': ''}], ids=['omitted', 'empty'])
+def test_without_a_gpu_resource_only_a_cpu_is_asked_for(fake_cluster, args):
+    failed, result = run(args)
+    assert failed is False
+    assert fake_cluster['cluster'].submitted[0]['resources'] is None
+
+
+def test_a_node_without_the_gpu_resource_fails_at_once_naming_node_and_resource(fake_cluster):
+    cluster = FakeRayCluster(gpu_cluster(gamma_gpu=False), report=report_of)
+    fake_cluster['cluster'] = cluster
+    failed, result = run_workers({'gpu_resource': 'metal_gpu', 'timeout': 600})
+    assert failed is True
+    assert result['msg'].startswith("gamma: cannot run the MLX probe task there: Ray node %s (192.0.2.3, "
+                                    "GAMMA.local) offers no 'metal_gpu' resource, wanted 1" % GAMMA_ID)
+    assert '--resources=\'{"metal_gpu": 1}\'' in result['msg'] and 'CPU 4' in result['msg']
+    assert [call['node_id'] for call in cluster.submitted] == [BETA_ID]  # gamma's task never submitted
+    beta, gamma = result['workers']
+    assert beta['passed'] is True and gamma['passed'] is False and 'metal_gpu' not in gamma['node_resources']
+
+
+def test_check_mode_fails_a_node_without_the_gpu_resource_too(fake_cluster):
+    cluster = FakeRayCluster(gpu_cluster(gamma_gpu=False), report=report_of)
+    fake_cluster['cluster'] = cluster
+    failed, result = run_workers({'gpu_resource': 'metal_gpu', '_ansible_check_mode': True})
+    assert failed is True and result['msg'].startswith('gamma: cannot run the MLX probe task there')
+    assert cluster.submitted == []
+
+
+def test_a_busy_gpu_is_named_when_the_task_times_out(fake_cluster):
+    cluster = FakeRayCluster(gpu_cluster(), report=report_of, available={'CPU': 3.0, 'memory': 1.0e9},
+                             error=lambda node: TaskTimeout('late') if node == GAMMA_ID else None)
+    fake_cluster['cluster'] = cluster
+    failed, result = run_workers({'gpu_resource': 'metal_gpu', 'timeout': 5})
+    assert failed is True
+    assert 'no free resources for num_cpus=1 and metal_gpu=1' in result['msg']
+    assert 'CPU 3 of 4, metal_gpu 0 of 1' in result['msg']
+
+
+# ----------------------------------------------------------------- a worker process that dies (lab finding 1)
+
+def test_a_dead_worker_is_flagged_with_the_drivers_job_id(fake_cluster):
+    died = TaskFailed('its worker process died: WorkerCrashedError: The worker died unexpectedly while executing '
+                      'this task. Check python-core-worker-*.log files for more information.',
+                      error_type='WorkerCrashedError', worker_died=True)
+    fake_cluster['cluster'] = FakeRayCluster(three_node_cluster(), report=report_of,
+                                             error=lambda node: died if node == GAMMA_ID else None)
+    failed, result = run_workers()
+    assert failed is True
+    assert result['job_id'] == '0d000000'
+    beta, gamma = result['workers']
+    assert gamma['worker_died'] is True and gamma['error_type'] == 'WorkerCrashedError'
+    assert gamma['msg'].startswith('gamma: the MLX probe task on Ray node %s (192.0.2.3) failed: its worker '
+                                   'process died: WorkerCrashedError' % GAMMA_ID)
+    assert 'worker_died' not in beta
+    documented = yaml.safe_load(saf_mlx_probe.RETURN)
+    assert {'job_id', 'error_type', 'worker_died', 'node_resources'} <= set(documented)
+
+
+# ----------------------------------------------------------------- node IDs of another type, and the unexpected (lab finding 2)
+
+from fake_ray_cluster import FakeNodeID  # noqa: E402
+
+
+def node_id_object_cluster():
+    """ALPHA and BETA whose NodeID is a ray.NodeID-like object instead of its hex string."""
+    return [make_node(FakeNodeID(ALPHA_ID), '192.0.2.1', 'ALPHA.local', cpu=4.0, head=True),
+            make_node(FakeNodeID(BETA_ID), '192.0.2.2', 'BETA.local', cpu=4.0)]
+
+
+def test_node_id_objects_are_probed_and_returned_as_hex(fake_cluster):
+    """Today's code refused BETA ('Ray node ID must be a string ... got NodeID(...)') and returned the objects."""
+    cluster = FakeRayCluster(node_id_object_cluster(), report=task_report(node_id=FakeNodeID(BETA_ID)))
+    fake_cluster['cluster'] = cluster
+    failed, result = run({})
+    assert failed is False, result['msg']
+    assert result['passed'] is True
+    assert result['target_node_id'] == result['node_id'] == BETA_ID
+    assert [node['node_id'] for node in result['alive_nodes']] == [ALPHA_ID, BETA_ID]
+    assert cluster.submitted[0]['node_id'] == BETA_ID
+    json.dumps(result)  # what Ansible must be able to send back
+
+
+def run_with_ansibles_own_exit(capsys):
+    """Run main() with ansible-core's real exit_json/fail_json (not the harness's): return what it printed,
+    parsed as JSON. Raises whatever main() raises instead of exiting (today's code: TypeError)."""
+    from unittest.mock import patch
+    from module_harness import set_module_args
+    with patch.multiple(basic.AnsibleModule, exit_json=_REAL_EXIT_JSON, fail_json=_REAL_FAIL_JSON):
+        with set_module_args(dict(BASE_ARGS)):
+            with pytest.raises(SystemExit):
+                saf_mlx_probe.main()
+    return json.loads(capsys.readouterr().out)
+
+
+def test_the_real_exit_json_gets_json_with_node_id_objects(fake_cluster, capsys):
+    """Today's code: BETA refused and alive_nodes holding NodeID objects, on which ansible-core's encoder
+    raised TypeError ('Value of unknown type'): MODULE FAILURE, no JSON."""
+    fake_cluster['cluster'] = FakeRayCluster(node_id_object_cluster(), report=task_report(node_id=FakeNodeID(BETA_ID)))
+    printed = run_with_ansibles_own_exit(capsys)
+    assert printed['passed'] is True and printed.get('failed') is not True
+    assert [node['node_id'] for node in printed['alive_nodes']] == [ALPHA_ID, BETA_ID]
+
+
+class VersionObject(object):
+    """A version reported as an object (e.g. packaging.version.Version), not a string."""
+
+    def __str__(self):
+        return '0.29.1'
+
+
+def test_the_real_exit_json_gets_json_whatever_the_task_returns(fake_cluster, capsys):
+    fake_cluster['cluster'].report = task_report(versions={'python': '3.9.18', 'ray': '2.49.2', 'mlx': VersionObject()})
+    printed = run_with_ansibles_own_exit(capsys)
+    assert printed['versions']['mlx'] == '0.29.1'
+
+
+def test_an_unexpected_error_is_a_failed_result_naming_the_host(fake_cluster):
+    def broken_nodes():
+        raise TypeError("'NodeID' object is not subscriptable")
+
+    cluster = fake_cluster['cluster']
+    cluster.nodes = broken_nodes
+    failed, result = run({})
+    assert failed is True
+    assert result['msg'] == ("beta: the MLX probe stopped on an unexpected error: TypeError: "
+                             "'NodeID' object is not subscriptable")
+    assert 'Traceback (most recent call last)' in result['exception'] and 'broken_nodes' in result['exception']
+    assert cluster.shutdown_calls == 1  # the driver still disconnected
+
+
+def test_an_unexpected_error_names_every_worker(fake_cluster, monkeypatch):
+    def explode(*args, **kwargs):
+        raise RuntimeError('boom')
+
+    monkeypatch.setattr(saf_mlx_probe, 'check_probe_report', explode)
+    fake_cluster['cluster'] = FakeRayCluster(three_node_cluster(), report=report_of)
+    failed, result = run_workers()
+    assert failed is True
+    assert result['msg'] == 'beta, gamma: the MLX probe stopped on an unexpected error: RuntimeError: boom'
+    assert fake_cluster['cluster'].shutdown_calls == 1

@@ -647,3 +647,234 @@ def test_connect_does_not_retry_other_errors(monkeypatch):
             saf_ray.connect(address, '127.0.0.1', timeout=5)
     assert calls == [1]
     assert 'Version mismatch' in str(excinfo.value)
+
+
+# ----------------------------------------------------------------- node IDs of another type (lab finding 2)
+
+from fake_ray_cluster import FakeNodeID  # noqa: E402
+
+
+@pytest.mark.parametrize('value', [BETA_ID, FakeNodeID(BETA_ID), bytes.fromhex(BETA_ID), bytearray.fromhex(BETA_ID)],
+                         ids=['str', 'NodeID', 'bytes', 'bytearray'])
+def test_node_id_hex_gives_the_hex_string_of_any_form(value):
+    assert saf_ray.node_id_hex(value) == BETA_ID
+
+
+@pytest.mark.parametrize('value', [None, 12345, 1.5, ['ab'], object()])
+def test_node_id_hex_refuses_what_has_no_hex_naming_the_type(value):
+    with pytest.raises(ValueError) as excinfo:
+        saf_ray.node_id_hex(value)
+    assert type(value).__name__ in str(excinfo.value) and 'must be a string' in str(excinfo.value)
+
+
+def test_validate_node_id_takes_a_node_id_object_or_bytes_as_its_hex():
+    """Today's code refused ray.NodeID: 'must be a string ... got NodeID(...)'."""
+    assert saf_ray.validate_node_id(FakeNodeID(BETA_ID)) == BETA_ID
+    assert saf_ray.validate_node_id(bytes.fromhex(BETA_ID)) == BETA_ID
+    with pytest.raises(ValueError):
+        saf_ray.validate_node_id(FakeNodeID('f' * 56))  # still the Nil ID
+
+
+def test_normalise_nodes_and_node_summary_give_strings():
+    nodes = [make_node(FakeNodeID(ALPHA_ID), '192.0.2.1', 'ALPHA.local', head=True),
+             make_node(bytes.fromhex(BETA_ID), '192.0.2.2', 'BETA.local'),
+             make_node(12345, '192.0.2.3', 'GAMMA.local')]
+    normalised = saf_ray.normalise_nodes(nodes)
+    assert [node['NodeID'] for node in normalised] == [ALPHA_ID, BETA_ID, '12345']
+    assert isinstance(nodes[0]['NodeID'], FakeNodeID)  # the input is left alone
+    assert saf_ray.node_summary(nodes[0])['node_id'] == ALPHA_ID
+    assert saf_ray.select_target(normalised, address='192.0.2.2')['NodeID'] == BETA_ID
+
+
+def test_json_safe_leaves_only_json_values():
+    import json
+    value = {'node': FakeNodeID(BETA_ID), 'raw': b'\x01\x02', 'ids': (1, 2.5, None, True),
+             'set': {'x'}, 'nested': [{'o': object()}], 3: 'key'}
+    safe = saf_ray.json_safe(value)
+    assert safe['node'] == BETA_ID and safe['raw'] == '0102' and safe['ids'] == [1, 2.5, None, True]
+    assert safe['set'] == ['x'] and safe['3'] == 'key' and safe['nested'][0]['o'].startswith('<object')
+    json.dumps(safe)
+
+
+def test_check_probe_report_takes_a_node_id_object_from_the_task():
+    assert saf_ray.check_probe_report(good_report(node_id=FakeNodeID(BETA_ID)), BETA_ID, 'beta', True) == []
+
+
+def test_the_task_reports_the_hex_of_a_node_id_object(monkeypatch):
+    install_fake_ray(monkeypatch, FakeNodeID(BETA_ID))
+    install_fake_mlx(monkeypatch)
+    report = saf_ray.mlx_matmul_task(2, 1, 1, 0)
+    assert report['node_id'] == BETA_ID
+
+
+def test_ray_cluster_nodes_and_the_membership_wait_give_hex_strings(monkeypatch):
+    state = install_fake_ray(monkeypatch, BETA_ID)
+    state.nodes = [make_node(FakeNodeID(BETA_ID), '192.0.2.2', 'beta')]
+    cluster = saf_ray.RayCluster(sys.modules['ray'], '192.0.2.1:6379', '192.0.2.1', 0.01)
+    assert cluster.nodes()[0]['NodeID'] == BETA_ID
+    clock = FakeClock()
+    result = saf_ray.wait_for_nodes(['192.0.2.2'], 5, settle=0, clock=clock.clock, sleep=clock.sleep)
+    assert result['ok'] and result['nodes'][0]['NodeID'] == BETA_ID
+
+
+def test_connect_reads_the_drivers_job_id(monkeypatch):
+    install_fake_ray(monkeypatch, ALPHA_ID)
+    monkeypatch.setattr(sys.modules['ray'], 'init', lambda **kwargs: None, raising=False)
+    with ListeningGcs() as address:
+        cluster = saf_ray.connect(address, '127.0.0.1', timeout=5)
+    assert cluster.job_id == '0d000000'
+
+
+# ----------------------------------------------------------------- growth of the matrix (issue 16 h)
+
+def test_matmul_bytes_is_three_float32_matrices():
+    assert saf_ray.matmul_bytes(1) == 12
+    assert saf_ray.matmul_bytes(1024) == 3 * 4 * 1024 ** 2 == 12582912
+    assert saf_ray.matmul_bytes(8192) == 805306368  # fits the 1 GiB default cap; 16384 (3 GiB) does not
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError):
+            saf_ray.matmul_bytes(bad)
+
+
+def test_next_matrix_size_doubles():
+    assert [saf_ray.next_matrix_size(n) for n in (1, 1000, 1024)] == [2, 2000, 2048]
+    with pytest.raises(ValueError):
+        saf_ray.next_matrix_size(0)
+
+
+GIB = 2 ** 30
+
+
+@pytest.mark.parametrize('n, seconds, min_seconds, max_bytes, wanted', [
+    (1024, 0.0004, 0.02, GIB, (True, None)),                 # an M3 Ultra at 1024: far below the floor
+    (8192, 0.09, 0.02, GIB, (False, 'floor')),               # long enough
+    (1024, 0.02, 0.02, GIB, (False, 'floor')),               # exactly the floor counts
+    (8192, 0.001, 0.02, GIB, (False, 'cap')),                # 16384 needs 3 GiB
+    (4096, 0.001, 0.02, 805306368, (True, None)),            # 8192 fits exactly (3 x 4 x 8192**2)
+    (4096, 0.001, 0.02, 805306367, (False, 'cap')),
+    (1024, 0.0004, 0, GIB, (False, 'fixed')),                # no floor: never grows
+    (2 ** 22, 0.001, 0.02, None, (False, 'cap')),            # 2**23: gamma_n reaches 1
+])
+def test_should_grow(n, seconds, min_seconds, max_bytes, wanted):
+    assert saf_ray.should_grow(n, seconds, min_seconds, max_bytes) == wanted
+
+
+def device_model(dispatch=0.0003, flops_per_second=12e12):
+    """Seconds of one product as a GPU behind a dispatch cost would take them (a model, for the tests)."""
+    calls = []
+
+    def time_product(n):
+        calls.append(n)
+        return dispatch + 2 * n ** 3 / flops_per_second
+    return time_product, calls
+
+
+def test_choose_matrix_size_grows_until_the_floor():
+    time_product, calls = device_model()
+    chosen = saf_ray.choose_matrix_size(1024, 0.02, GIB, time_product)
+    assert chosen['matrix_size'] == 8192 and chosen['stopped_by'] == 'floor'
+    assert calls == [1024, 2048, 4096, 8192]
+    assert [t['matrix_size'] for t in chosen['trials']] == calls
+    assert chosen['trials'][-1]['seconds'] >= 0.02 > chosen['trials'][-2]['seconds']
+
+
+def test_choose_matrix_size_stops_at_the_memory_cap():
+    time_product, calls = device_model(flops_per_second=1e15)
+    chosen = saf_ray.choose_matrix_size(1024, 0.02, saf_ray.matmul_bytes(4096), time_product)
+    assert chosen == {'matrix_size': 4096, 'stopped_by': 'cap', 'trials': chosen['trials']}
+    assert calls == [1024, 2048, 4096]
+
+
+def test_choose_matrix_size_without_a_floor_times_nothing():
+    time_product, calls = device_model()
+    assert saf_ray.choose_matrix_size(1024, 0, GIB, time_product) == {'matrix_size': 1024, 'stopped_by': 'fixed',
+                                                                      'trials': []}
+    assert calls == []
+
+
+def test_the_task_grows_its_matrix_up_to_the_cap(monkeypatch):
+    install_fake_ray(monkeypatch, BETA_ID)
+    core = install_fake_mlx(monkeypatch)
+    # A floor no product reaches: 2 -> 4 -> 8, then 16 would pass the cap.
+    report = saf_ray.mlx_matmul_task(2, 3, 4, 7, min_seconds=1000.0, max_bytes=saf_ray.matmul_bytes(8))
+    assert report['matrix_size'] == 8
+    sizing = report['sizing']
+    assert sizing['stopped_by'] == 'cap' and sizing['start'] == 2
+    assert [t['matrix_size'] for t in sizing['trials']] == [2, 4, 8]
+    assert sizing['matrix_bytes'] == 768 and sizing['max_bytes'] == 768 and sizing['min_seconds'] == 1000.0
+    # per size: inputs, warm-up, one timed trial; then the three timed iterations at 8
+    assert core.evaluated == [2, 1, 1] * 3 + [1, 1, 1]
+    assert report['gamma_n'] == saf_ray.matmul_error_bound(8) and report['checked'] == 4
+    assert report['product_ok'] is True
+    assert report['gflops'] == saf_ray.gflops(8, report['median_seconds'])
+
+
+def test_the_task_stops_at_the_floor(monkeypatch):
+    install_fake_ray(monkeypatch, BETA_ID)
+    install_fake_mlx(monkeypatch)
+    report = saf_ray.mlx_matmul_task(4, 1, 2, 7, min_seconds=1e-12, max_bytes=saf_ray.matmul_bytes(64))
+    assert report['matrix_size'] == 4 and report['sizing']['stopped_by'] == 'floor'
+    assert len(report['sizing']['trials']) == 1
+
+
+def test_the_task_keeps_its_size_without_a_floor(monkeypatch):
+    install_fake_ray(monkeypatch, BETA_ID)
+    core = install_fake_mlx(monkeypatch)
+    report = saf_ray.mlx_matmul_task(4, 2, 2, 7)
+    assert report['matrix_size'] == 4
+    assert report['sizing'] == {'start': 4, 'min_seconds': 0.0, 'max_bytes': None, 'matrix_bytes': 192,
+                                'stopped_by': 'fixed', 'trials': []}
+    assert core.evaluated == [2, 1, 1, 1]
+
+
+# ----------------------------------------------------------------- the GPU as a Ray resource (issue 16 i)
+
+def test_run_pinned_many_asks_for_the_gpu_resource_with_one_cpu(monkeypatch):
+    state = install_fake_ray(monkeypatch, BETA_ID)
+    cluster = saf_ray.RayCluster(sys.modules['ray'], '192.0.2.1:6379', '192.0.2.1', 0.01)
+    cluster.run_pinned_many(saf_ray.median, [(BETA_ID, ([1.0],)), (GAMMA_ID, ([2.0],))], timeout=5,
+                            num_cpus=1, resources={'metal_gpu': 1})
+    assert [(o['num_cpus'], o['resources']) for o in state.options] == [(1, {'metal_gpu': 1})] * 2
+    cluster.run_pinned_many(saf_ray.median, [(BETA_ID, ([1.0],))], timeout=5)
+    assert 'resources' not in state.options[-1]  # none asked for, none passed
+
+
+def test_format_resources():
+    resources = make_node(BETA_ID, '192.0.2.2', 'BETA.local', cpu=28.0, head=True,
+                          extra={'metal_gpu': 1.0})['Resources']
+    assert saf_ray.format_resources(resources) == 'CPU 28, memory 7.5 GiB, metal_gpu 1, object_store_memory 1.9 GiB'
+    assert saf_ray.format_resources({'object_store_memory': 268435456.0, 'CPU': 0.5}) == \
+        'CPU 0.5, object_store_memory 256 MiB'
+    assert saf_ray.format_resources({}) == 'none'
+
+
+def test_check_node_resource():
+    with_gpu = make_node(BETA_ID, '192.0.2.2', 'BETA.local', extra={'metal_gpu': 1.0})
+    assert saf_ray.check_node_resource(with_gpu, 'metal_gpu') is None
+    without = make_node(GAMMA_ID, '192.0.2.3', 'GAMMA.local', cpu=2.0)
+    problem = saf_ray.check_node_resource(without, 'metal_gpu')
+    assert problem.startswith("Ray node %s (192.0.2.3, GAMMA.local) offers no 'metal_gpu' resource, wanted 1" % GAMMA_ID)
+    assert 'CPU 2' in problem and '--resources=\'{"metal_gpu": 1}\'' in problem
+    half = make_node(GAMMA_ID, '192.0.2.3', 'GAMMA.local', extra={'metal_gpu': 0.5})
+    assert "offers only 0.5 of 'metal_gpu'" in saf_ray.check_node_resource(half, 'metal_gpu')
+
+
+# ----------------------------------------------------------------- a worker process that dies (lab finding 1)
+
+def test_a_dead_worker_is_a_task_failure_that_says_so(monkeypatch):
+    install_fake_ray(monkeypatch, BETA_ID, raise_on_get=lambda exceptions: exceptions.WorkerCrashedError())
+    cluster = saf_ray.RayCluster(sys.modules['ray'], '192.0.2.1:6379', '192.0.2.1', 0.01)
+    (outcome,) = cluster.run_pinned_many(saf_ray.median, [(BETA_ID, ([1.0],))])
+    assert isinstance(outcome, TaskFailed)
+    assert outcome.worker_died is True and outcome.error_type == 'WorkerCrashedError'
+    assert str(outcome).startswith('its worker process died: WorkerCrashedError: The worker died unexpectedly')
+
+
+@pytest.mark.parametrize('raised, name', [(lambda e: e.RayTaskError('boom'), 'RayTaskError'),
+                                          (lambda e: TypeError('odd payload'), 'TypeError')])
+def test_other_task_failures_are_named_but_no_dead_worker(monkeypatch, raised, name):
+    install_fake_ray(monkeypatch, BETA_ID, raise_on_get=raised)
+    cluster = saf_ray.RayCluster(sys.modules['ray'], '192.0.2.1:6379', '192.0.2.1', 0.01)
+    (outcome,) = cluster.run_pinned_many(saf_ray.median, [(BETA_ID, ([1.0],))])
+    assert isinstance(outcome, TaskFailed) and outcome.error_type == name and outcome.worker_died is False
+    assert str(outcome).startswith('the Ray task failed: %s: ' % name)

@@ -66,3 +66,16 @@ def test_the_script_runs_on_its_own_and_prints_json(tmp_path):
     proc = subprocess.run([sys.executable, str(SCRIPT), str(time.time()), str(tmp_path)], capture_output=True,
                           text=True, timeout=30, check=True)
     assert json.loads(proc.stdout) == []
+
+
+def test_a_node_restarted_within_a_session_is_read_from_its_newest_numbered_log(tmp_path):
+    """Ray numbers the logs of a node started again in the same session: raylet.1.out, raylet.2.out."""
+    logs = tmp_path / "session_2026-11-30_10-40-55_000001_42" / "logs"
+    logs.mkdir(parents=True)
+    line = f"{stamp(5)} I 9 9] (raylet) main.cc:339: Raylet graceful shutdown, reason message = dashboard_agent failed and raylet fate-shares with it."
+    for name, text, age in (("raylet.out", "ValueError: first start\n", 300), ("raylet.1.out", "ValueError: second\n", 200),
+                            ("raylet.2.out", line + "\n", 0)):
+        (logs / name).write_text(text)
+        os.utime(logs / name, (time.time() - age, time.time() - age))
+    found = start_errors.start_errors(START.timestamp(), str(tmp_path), [])
+    assert found == [{"file": "raylet.2.out", "line": line}]

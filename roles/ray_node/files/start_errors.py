@@ -50,6 +50,9 @@ def first_error(lines, since):
 def newest_session_logs(temp_dir):
     """The logs/ directory of the newest session under Ray's temp dir, or None. Session names
     (``session_YYYY-MM-DD_HH-MM-SS_ffffff_PID``) sort by their start; a worker reuses the head's."""
+    latest = os.path.join(temp_dir, "session_latest", "logs")  # Ray's link to the node's current session
+    if os.path.isdir(latest):
+        return latest
     try:
         sessions = [os.path.join(temp_dir, name) for name in os.listdir(temp_dir) if name.startswith("session_2")]
     except OSError:
@@ -58,11 +61,23 @@ def newest_session_logs(temp_dir):
     return os.path.join(max(sessions), "logs") if sessions else None
 
 
+def newest_numbered(logs, name):
+    """The newest of ``name`` and its numbered siblings in ``logs``: a node restarted within one
+    session writes ``raylet.1.out``, ``raylet.2.out``, ... beside ``raylet.out``. None when absent."""
+    stem, ext = os.path.splitext(name)
+    pattern = re.compile(re.escape(stem) + r"(\.\d+)?" + re.escape(ext) + "$")
+    try:
+        found = [os.path.join(logs, entry) for entry in os.listdir(logs) if pattern.match(entry)]
+    except OSError:
+        return None
+    return max(found, key=os.path.getmtime) if found else None
+
+
 def start_errors(since_epoch, temp_dir, service_logs):
     """``[{'file', 'line'}]``: the first error line of each log changed since the start."""
     since = datetime.datetime.fromtimestamp(since_epoch).replace(microsecond=0)
     logs = newest_session_logs(temp_dir)
-    paths = [os.path.join(logs, name) for name in LOGS] if logs else []
+    paths = [path for path in (newest_numbered(logs, name) for name in LOGS) if path] if logs else []
     found = []
     for path in paths + list(service_logs):
         try:
