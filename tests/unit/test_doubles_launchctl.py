@@ -36,7 +36,12 @@ def launchctl(tmp_path):
     copy = tmp_path / "launchctl"
     shutil.copy2(DOUBLE, copy)
     yield copy
-    for path in (tmp_path / "fake-launchctl").glob("*.json"):
+    kill_jobs(tmp_path)
+
+
+def kill_jobs(directory: Path) -> None:
+    """SIGKILL every job (its process group) and supervisor the double started from ``directory``."""
+    for path in (directory / "fake-launchctl").glob("*.json"):
         try:
             state = json.loads(path.read_text())
         except (OSError, ValueError):

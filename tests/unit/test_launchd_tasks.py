@@ -24,13 +24,14 @@ import os
 import plistlib
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from test_doubles_launchctl import kill_jobs
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
@@ -111,17 +112,7 @@ class Mac:
         return proc.returncode, proc.stdout + proc.stderr
 
     def kill_all(self) -> None:
-        for path in (self.bin / "fake-launchctl").glob("*.json"):
-            try:
-                state = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue
-            for pid, kill in ((state.get("pid"), os.killpg), (state.get("supervisor"), os.kill)):
-                if pid:
-                    try:
-                        kill(pid, signal.SIGKILL)
-                    except (ProcessLookupError, PermissionError):
-                        pass
+        kill_jobs(self.bin)
 
 
 @pytest.fixture
