@@ -689,7 +689,12 @@ class Lab:
         print(f"lab add: {', '.join(spec.name for spec in specs)} up")
 
     def remove(self, specs: list[HostSpec]) -> None:
-        """Tear down just these hosts and delete their files; the last host out takes the lab down."""
+        """Tear down just these hosts and delete their files; the last host out takes the lab down.
+
+        Only a lab that had hosts of its own is taken down: `down` removes every lab host on the
+        machine, and a `remove` of hosts this clone never made (molecule's first destroy) must not
+        take down another clone's running lab."""
+        had_hosts = bool(self.recorded_specs())
         for spec in specs:
             if self.is_present(spec) or self.host_dir(spec).exists():
                 self.remove_host(spec)
@@ -699,7 +704,7 @@ class Lab:
         remaining = self.recorded_specs()
         if remaining:
             self.write_client_files(remaining)
-        else:
+        elif had_hosts:
             self.down()
 
     def is_added(self, spec: HostSpec) -> bool:
