@@ -217,6 +217,20 @@ def test_venv_that_does_not_import_is_repaired_and_its_ray_restarted(verified, r
     assert raylet_pid("BETA") not in (None, before)
 
 
+def test_venv_whose_interpreter_is_gone_is_rebuilt(verified, restore_cluster):
+    """The venv's base Python was removed or replaced: its directory stays, its bin/python dangles."""
+    beta = lab_host("BETA")
+    target = beta.check_output(f"readlink -f {VENV}")
+    beta.run(f"for link in {target}/bin/python*; do ln -sfn /nonexistent/python3.9 $link; done; rm -f {target}/bin/pip*")
+    assert beta.run(f"{VENV}/bin/python -c pass").rc != 0
+
+    run = run_playbook("site.yml")
+
+    assert run.returncode == 0, str(run)
+    assert re.search(r"Remove a venv whose interpreter is gone\] \**\s+changed: \[BETA\]", run.output), str(run)
+    assert beta.run(f"{VENV}/bin/python -c 'import ray, mlx.core; ray.__version__'").rc == 0
+
+
 @pytest.fixture(scope="module")
 def other_ray_wheel(tmp_path_factory) -> Path:
     """A Ray release other than the pinned one, for Linux x86_64 and CPython 3.9 (from PyPI)."""
