@@ -23,6 +23,9 @@ def verify_cases(workers, nodes, versions_by_host, exposure_by_host, reference, 
     - ``gcs_membership`` (every node): the GCS lists it Alive; ``nodes`` as saf_ray_membership returns.
     - ``mlx_probe`` (every worker node): its pinned MLX matmul ran there; ``workers`` are
       cluster_verify's rows (``host``, ``passed``, ``message``, ``gflops``, ``executed_on``).
+    - ``working_set`` (every worker whose probe ran): MLX's recommended working set against the
+      wanted minimum (the row's ``working_set``, ``{verdict, reason}``): skipped with the reason when
+      no minimum is set or the node has no Metal device.
       ``expected_workers`` (the inventory's ray_workers), when given: a worker without a row fails,
       and so does a run with no worker at all.
 
@@ -57,6 +60,12 @@ def verify_cases(workers, nodes, versions_by_host, exposure_by_host, reference, 
     for row in workers:
         cases.append(_case("mlx_probe", row["host"], None if row.get("passed") else (row.get("message") or "failed"),
                            {key: row.get(key) for key in ("executed_on", "gflops", "matrix_size", "median_seconds")}))
+        check = row.get("working_set")
+        if check:
+            verdict, reason = check.get("verdict"), check.get("reason")
+            cases.append(_case("working_set", row["host"], reason if verdict == "failed" else None,
+                               {"working_set_gib": row.get("working_set_gib")},
+                               skipped=reason if verdict == "skipped" else None))
     if expected_workers is not None:
         probed = {row["host"] for row in workers}
         for host in expected_workers:

@@ -149,6 +149,15 @@ options:
       - Set it on the Mac Studios; the Linux lab's MLX runs on the CPU backend.
     type: bool
     default: false
+  min_working_set_bytes:
+    description:
+      - Wanted minimum, in bytes, of MLX's recommended working set on each target (RV(working_set_bytes)); a
+        target below it fails, naming the figures and the fix (raise the GPU wired-memory limit).
+      - V(0) asks for no check. A target without a Metal device (MLX's CPU backend) is not checked; its
+        RV(working_set.verdict) is V(skipped), with the reason, and it does not fail for it.
+      - roles/cluster_verify passes C(saf_verify_min_working_set_gib) in bytes.
+    type: int
+    default: 0
 notes:
   - Ray 2.49.2 takes about 0.3 s to import, then 0.03-0.05 s for C(ray.init) to connect (measured on a Linux test host).
   - The module checks that the GCS port accepts TCP connections before C(ray.init), because Ray's own client
@@ -362,6 +371,27 @@ device_kind:
   returned: when the task ran
   type: str
   sample: gpu
+working_set_bytes:
+  description:
+    - MLX's recommended working set of the node's Metal device in bytes (C(max_recommended_working_set_size) of
+      C(mx.metal.device_info)); about 75% of the unified memory unless C(iogpu.wired_limit_mb) raised it.
+    - None (null) without a Metal device (MLX's CPU backend).
+  returned: when the task ran
+  type: int
+  sample: 412316860416
+working_set:
+  description: The check of RV(working_set_bytes) against O(min_working_set_bytes).
+  returned: when the task ran
+  type: dict
+  contains:
+    verdict:
+      description: V(passed), V(failed) or V(skipped) (no minimum set, or no Metal device).
+      type: str
+      sample: skipped
+    reason:
+      description: Both figures in GiB, or why there was nothing to check.
+      type: str
+      sample: MLX reports no Metal device here (its CPU backend), so no working set
 versions:
   description: Versions inside the task.
   returned: when the task ran
@@ -493,6 +523,8 @@ from ansible.module_utils.saf_ray import (
     normalise_nodes,
     stdout_to_stderr,
     mlx_matmul_task,
+    working_set_check,
+    WORKING_SET_FAILED,
     node_summary,
     alive_nodes,
     select_target,
@@ -525,6 +557,7 @@ ARGUMENT_SPEC = dict(
     sample=dict(type='int', default=16),
     timeout=dict(type='float', default=120),
     require_gpu=dict(type='bool', default=False),
+    min_working_set_bytes=dict(type='int', default=0),
 )
 
 MUTUALLY_EXCLUSIVE = [('workers', 'expected_hostname'), ('workers', 'node_address'), ('workers', 'host')]
@@ -543,7 +576,7 @@ def _check_params(params, label):
     """Return a failure message for out-of-range options, or None."""
     if params['workers'] is not None and not params['workers']:
         return 'workers must list at least one worker node, got an empty list'
-    for name, low in (('matrix_size', 1), ('iterations', 1), ('sample', 1)):
+    for name, low in (('matrix_size', 1), ('iterations', 1), ('sample', 1), ('min_working_set_bytes', 0)):
         if params[name] < low:
             return '%s: %s must be >= %d, got %d' % (label, name, low, params[name])
     if not params['timeout'] > 0:
@@ -614,6 +647,7 @@ def _report_fields(report):
         max_abs_error=report.get('max_abs_error'),
         error_bound=report.get('error_bound'),
         max_error_ratio=report.get('max_error_ratio'),
+        working_set_bytes=report.get('working_set_bytes'),
     )
 
 
@@ -714,6 +748,11 @@ def run_probes(module):
                         row.update(_report_fields(outcome))
                         problems = check_probe_report(outcome, row['target_node_id'], row['expected_hostname'],
                                                       params['require_gpu'])
+                        verdict, reason = working_set_check(outcome.get('working_set_bytes'),
+                                                            params['min_working_set_bytes'])
+                        row['working_set'] = dict(verdict=verdict, reason=reason)
+                        if verdict == WORKING_SET_FAILED:
+                            problems.append(reason)
                         row['passed'] = not problems
                         if problems:
                             row['msg'] = '%s: MLX probe failed: %s' % (row['host'], '; '.join(problems))

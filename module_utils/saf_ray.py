@@ -591,6 +591,45 @@ def _finite(value):
     return value
 
 
+def metal_working_set(mx):
+    """MLX's recommended working-set size of the Metal device, in bytes, or None without Metal.
+
+    ``mx`` is ``mlx.core``.  The figure is ``max_recommended_working_set_size`` of
+    ``mx.metal.device_info()`` (Metal's ``recommendedMaxWorkingSetSize``): about 75% of the
+    unified memory by default on Apple silicon, more once ``sysctl iogpu.wired_limit_mb`` is
+    raised (roles/gpu_memory).  MLX's CPU backend (Linux, the lab) has no Metal device: None.
+    """
+    metal = getattr(mx, 'metal', None)
+    if metal is None or not metal.is_available():
+        return None
+    value = metal.device_info().get('max_recommended_working_set_size')
+    return int(value) if value is not None else None
+
+
+#: Verdicts of :func:`working_set_check`.
+WORKING_SET_PASSED, WORKING_SET_FAILED, WORKING_SET_SKIPPED = 'passed', 'failed', 'skipped'
+
+
+def working_set_check(working_set_bytes, min_bytes):
+    """Compare a node's recommended working set with the wanted minimum.
+
+    :param working_set_bytes: :func:`metal_working_set` on the node (bytes), or None.
+    :param min_bytes: the wanted minimum in bytes; 0 or less asks for no check.
+    :returns: ``(verdict, reason)``: ``skipped`` with why when there is nothing to compare (no
+        minimum set, no Metal device), else ``passed`` or ``failed`` with both figures in GiB.
+    """
+    gib = float(1 << 30)
+    if not min_bytes or min_bytes <= 0:
+        return WORKING_SET_SKIPPED, 'no minimum set (saf_verify_min_working_set_gib is 0)'
+    if working_set_bytes is None:
+        return WORKING_SET_SKIPPED, 'MLX reports no Metal device here (its CPU backend), so no working set'
+    verdict = WORKING_SET_PASSED if working_set_bytes >= min_bytes else WORKING_SET_FAILED
+    return verdict, ('MLX recommends a working set of %.1f GiB, wanted at least %.1f GiB%s'
+                     % (working_set_bytes / gib, min_bytes / gib,
+                        '' if verdict == WORKING_SET_PASSED else
+                        ': raise the GPU wired-memory limit (gpu_memory_wired_limit_mb, roles/gpu_memory)'))
+
+
 def mlx_matmul_task(n, iterations, sample, seed, min_seconds=0.0, max_bytes=None):
     """Ray task payload: time an N x N float32 MLX matmul on this node and check it.
 
@@ -626,7 +665,8 @@ def mlx_matmul_task(n, iterations, sample, seed, min_seconds=0.0, max_bytes=None
         error/bound ratio), ``gamma_n``, ``max_error_ratio`` (largest abs error /
         bound; the check passes iff <= 1), ``failed_entries`` (count),
         ``bad_entries`` (up to 5 failing entries), ``product_ok`` (bool: at least
-        one entry checked and none failed).
+        one entry checked and none failed), ``working_set_bytes`` (:func:`metal_working_set`,
+        bytes, None without Metal).
     """
     import platform
     import socket as _socket
@@ -750,6 +790,7 @@ def mlx_matmul_task(n, iterations, sample, seed, min_seconds=0.0, max_bytes=None
         'failed_entries': failures,
         'bad_entries': bad,
         'product_ok': checked > 0 and failures == 0,
+        'working_set_bytes': metal_working_set(mx),
     }
 
 

@@ -1,6 +1,6 @@
 """TEST DOUBLES: a Mac's fixed paths laid out under a lab host's private /opt/saf/macos.
 
-The doubles of ``tests/doubles/bin`` (brew, pyenv, uv, launchctl, pmset, pfctl, the Tailscale CLI)
+The doubles of ``tests/doubles/bin`` (brew, pyenv, uv, launchctl, pmset, pfctl, sysctl, the Tailscale CLI)
 go where ``tests/lab/macos/overrides.yml`` points the roles, with the state files they read; a
 marked host (``/opt/saf/macos/FORCE_DARWIN_FACTS``) reports macOS facts through
 ``tests/doubles/modules/saf_test_darwin_facts.py``. Used by ``tests/lab/test_4_macos.py`` and, as a
@@ -53,12 +53,12 @@ def install_mac_tree(host: str, darwin: bool, peers: dict, offline: tuple = ()) 
     sh(host, f"""
         pkill -f '[l]aunchctl __supervise' || true
         rm -rf {MAC}
-        mkdir -p {BREW}/bin {MAC}/bin {MAC}/sbin {MAC}/etc/pf.anchors {MAC}/usr/bin {MAC}/Library/LaunchDaemons \
+        mkdir -p {BREW}/bin {MAC}/bin {MAC}/sbin {MAC}/etc/pf.anchors {MAC}/usr/bin {MAC}/usr/sbin {MAC}/Library/LaunchDaemons \
                  {MAC}/doubles {MAC}/Applications/Tailscale.app/Contents/MacOS {MAC}/Users/saf
     """)
     for double, path in {"brew": f"{BREW}/bin/brew", "pyenv": f"{MAC}/doubles/pyenv", "uv": f"{MAC}/doubles/uv",
                          "launchctl": f"{MAC}/bin/launchctl", "pmset": f"{MAC}/usr/bin/pmset",
-                         "pfctl": f"{MAC}/sbin/pfctl",
+                         "pfctl": f"{MAC}/sbin/pfctl", "sysctl": f"{MAC}/usr/sbin/sysctl",
                          "tailscale": f"{MAC}/Applications/Tailscale.app/Contents/MacOS/Tailscale"}.items():
         put_file(host, path, (DOUBLES / "bin" / double).read_text(), mode="0755")
     state = {

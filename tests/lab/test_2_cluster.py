@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from labkit import lab_host, run_playbook
+from labkit import lab_host, read_report, run_playbook
 
 pytestmark = pytest.mark.lab
 NODE_ID = re.compile(r"^[0-9a-f]{56}$")
@@ -32,6 +32,9 @@ def test_verify_reports_the_task_ran_on_beta(verified):
     assert beta["gflops"] > 0
     assert beta["device"].lower().startswith("device(cpu")
     assert "BETA.local" in run.output and "PASS" in run.output
+    # No minimum working set is set, and the CPU backend has none: reported as skipped, never passed.
+    assert beta["working_set_gib"] is None
+    assert beta["working_set"] == {"verdict": "skipped", "reason": "no minimum set (saf_verify_min_working_set_gib is 0)"}
 
 
 def test_report_holds_the_parity_table(verified):
@@ -54,10 +57,15 @@ def test_second_site_run_changes_nothing(verified):
 
 
 def test_require_gpu_fails_on_the_cpu_backend_naming_the_worker(verified):
-    run = run_playbook("verify.yml", "-e", "saf_verify_require_gpu=true")
+    run = run_playbook("verify.yml", "-e", "saf_verify_require_gpu=true", "-e", "saf_verify_min_working_set_gib=16")
 
     assert run.returncode != 0, str(run)
     assert "BETA" in run.output and "cpu" in run.output.lower(), str(run)
+    # A wanted working set on a node without Metal is skipped with the reason, and is not the failure.
+    (beta,) = read_report()["workers"]
+    assert beta["working_set"] == {"verdict": "skipped",
+                                   "reason": "MLX reports no Metal device here (its CPU backend), so no working set"}
+    assert "working set" not in beta["message"]
     assert "FAIL" in run.output, str(run)
 
 

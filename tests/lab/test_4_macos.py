@@ -105,6 +105,13 @@ def test_power_settings_applied(mac_site):
     assert re.search(r"^\s*disksleep\s+0\s*$", custom, re.M), custom
 
 
+def test_gpu_wired_limit_applied_now_and_at_boot(mac_site):
+    assert sh("BETA", f"{MAC}/usr/sbin/sysctl -n iogpu.wired_limit_mb").strip() == "81920"
+    job = plistlib.loads(read_file("BETA", f"{MAC}/Library/LaunchDaemons/org.saf.gpu-wired-limit.plist").encode())
+    assert job["ProgramArguments"] == [f"{MAC}/usr/sbin/sysctl", "iogpu.wired_limit_mb=81920"] and job["RunAtLoad"]
+    assert "BETA: the GPU may wire 81920 MiB" in " ".join(mac_site.output.split())
+
+
 def test_tailscale_latency_reported(mac_site):
     # Both nodes checked their peer over the (double's) tailnet and reported a latency.
     assert re.search(r"BETA\s.*198\.18\.0\.11\s.*direct", mac_site.output), mac_site.output

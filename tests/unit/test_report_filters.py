@@ -137,3 +137,18 @@ def test_history_records_only_passing_figures():
     assert entry == {"time": "2026-11-29T20:00:00+00:00", "matrix_size": 1024, "gflops": {"BETA": 6.0}}
     # and the next run reads it back
     assert gflops_change([dict(WORKERS[0], gflops=6.6)], history_entries(json.dumps(entry)))[0]["change"] == "+10.0%"
+
+
+def test_working_set_case_per_probed_worker_failed_passed_or_skipped_with_its_reason():
+    workers = [dict(WORKERS[0], working_set_gib=72.0,
+                    working_set={"verdict": "failed", "reason": "MLX recommends 72.0 GiB, wanted at least 80.0 GiB"}),
+               dict(WORKERS[1], working_set={"verdict": "skipped", "reason": "MLX reports no Metal device here"})]
+
+    _, suite, by_key = parse(verify_cases(workers, NODES, {h: V for h in ("ALPHA", "BETA", "GAMMA")}, CLEAN, "ALPHA"))
+
+    failed = by_key[("saf.verify.working_set", "BETA")]
+    assert failed.find("failure").text == "MLX recommends 72.0 GiB, wanted at least 80.0 GiB"
+    assert {p.get("name"): p.get("value") for p in failed.iter("property")} == {"working_set_gib": "72.0"}
+    skipped = by_key[("saf.verify.working_set", "GAMMA")]
+    assert skipped.find("failure") is None and skipped.find("skipped").get("message") == "MLX reports no Metal device here"
+    assert suite.get("skipped") == "1" and suite.get("failures") == "1"

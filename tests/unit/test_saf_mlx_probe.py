@@ -64,6 +64,7 @@ def task_report(**overrides):
         'failed_entries': 0,
         'bad_entries': [],
         'product_ok': True,
+        'working_set_bytes': 72 << 30,
     }
     report.update(overrides)
     return report
@@ -272,6 +273,7 @@ def test_missing_ray(fake_cluster, monkeypatch):
     ({'matrix_size': 0}, 'matrix_size must be >= 1, got 0'),
     ({'sample': 0}, 'sample must be >= 1, got 0'),
     ({'timeout': 0}, 'timeout must be > 0'),
+    ({'min_working_set_bytes': -1}, 'min_working_set_bytes must be >= 0, got -1'),
 ])
 def test_bad_option_values(fake_cluster, args, fragment):
     failed, result = run(args)
@@ -621,3 +623,52 @@ def test_an_unexpected_error_names_every_worker(fake_cluster, monkeypatch):
     assert failed is True
     assert result['msg'] == 'beta, gamma: the MLX probe stopped on an unexpected error: RuntimeError: boom'
     assert fake_cluster['cluster'].shutdown_calls == 1
+
+
+def test_working_set_at_or_above_the_minimum_passes_and_is_reported(fake_cluster):
+    failed, result = run({'min_working_set_bytes': 64 << 30})
+    assert failed is False and result['passed'] is True
+    assert result['working_set_bytes'] == 72 << 30
+    assert result['working_set'] == {'verdict': 'passed',
+                                     'reason': 'MLX recommends a working set of 72.0 GiB, wanted at least 64.0 GiB'}
+
+
+def test_working_set_below_the_minimum_fails_naming_both_figures_and_the_fix(fake_cluster):
+    failed, result = run({'min_working_set_bytes': 80 << 30})
+    assert failed is True and result['passed'] is False
+    assert result['working_set']['verdict'] == 'failed'
+    assert result['msg'] == ('beta: MLX probe failed: MLX recommends a working set of 72.0 GiB, wanted at least 80.0 GiB: '
+                             'raise the GPU wired-memory limit (gpu_memory_wired_limit_mb, roles/gpu_memory)')
+
+
+@pytest.mark.parametrize('working_set, minimum, reason', [
+    (None, 64 << 30, 'MLX reports no Metal device here (its CPU backend), so no working set'),
+    (72 << 30, 0, 'no minimum set (saf_verify_min_working_set_gib is 0)'),
+])
+def test_working_set_with_nothing_to_compare_is_skipped_not_passed(fake_cluster, working_set, minimum, reason):
+    fake_cluster['cluster'].report = task_report(working_set_bytes=working_set, device='Device(cpu, 0)', device_kind='cpu')
+    failed, result = run({'min_working_set_bytes': minimum})
+    assert failed is False
+    assert result['working_set'] == {'verdict': 'skipped', 'reason': reason}
+
+
+class _Metal:
+    def __init__(self, available, info=None):
+        self.available, self.info = available, info or {}
+
+    def is_available(self):
+        return self.available
+
+    def device_info(self):
+        return self.info
+
+
+class _MLX:
+    def __init__(self, metal):
+        self.metal = metal
+
+
+def test_metal_working_set_reads_mlx_device_info_or_none_without_metal():
+    assert saf_ray.metal_working_set(_MLX(_Metal(True, {'max_recommended_working_set_size': 77309411328}))) == 77309411328
+    assert saf_ray.metal_working_set(_MLX(_Metal(False))) is None
+    assert saf_ray.metal_working_set(object()) is None  # an MLX without mx.metal
