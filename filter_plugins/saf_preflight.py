@@ -121,6 +121,23 @@ def _span(span):
     return "%s runs modules on Python %s to %s" % (span["name"], span["min"], span["max"])
 
 
+def homebrew_python_formula(interpreter):
+    """Where Homebrew would provide ``interpreter``: ``{'prefix', 'formula'}``, or {} when it cannot.
+
+    ``interpreter`` (ansible_python_interpreter) is ``<prefix>/bin/pythonX.Y`` or
+    ``<prefix>/opt/python@X.Y/bin/pythonX.Y``; ``python@X.Y`` provides it, from the Homebrew whose
+    ``brew`` is ``<prefix>/bin/brew`` (the inventory check installs it only when that exists).
+    Homebrew's unversioned ``python3`` is left alone: it moves to each new release, past the range
+    Ansible supports, so the inventory check refuses it instead.
+    """
+    path = posixpath.normpath(str(interpreter or ""))
+    for pattern in (r"^(/.+)/opt/python@(3\.\d+)/bin/python3\.\d+$", r"^(/.+)/bin/python(3\.\d+)$"):
+        match = re.match(pattern, path)
+        if match:
+            return {"prefix": match.group(1), "formula": "python@" + match.group(2)}
+    return {}
+
+
 def module_python_check(raw, host, interpreter, strategy="", ranges=None):
     """Whether ``interpreter`` (ansible_python_interpreter) on ``host`` is a Python Ansible can run
     modules with, from ``raw``: the result of ``raw: <interpreter> -c 'import platform;
@@ -176,4 +193,5 @@ class FilterModule:
             "ray_socket_path_check": ray_socket_path_check,
             "python_release": python_release,
             "module_python_check": module_python_check,
+            "homebrew_python_formula": homebrew_python_formula,
         }

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -188,6 +191,9 @@ def test_the_ranges_are_those_of_the_pinned_ansible_core_and_mitogen():
 
 # --- the role, through ansible-playbook ------------------------------------------------------------
 
+SETPRIV = shutil.which("setpriv")
+NOBODY = 65534
+
 FAKE_PYTHON = """#!/bin/sh
 # Stands in for an interpreter of another release: prints what platform.python_version() would.
 echo "{release}"
@@ -258,3 +264,75 @@ def test_a_missing_interpreter_is_refused_naming_host(tmp_path):
     assert code != 0, out
     assert ("HEAD: the module interpreter /opt/homebrew/bin/python3.13 (ansible_python_interpreter) did not print "
             "its release (exit 127") in flat(out), out
+
+
+# --- Homebrew's versioned Python, installed when missing ------------------------------------------
+
+@pytest.mark.parametrize("interpreter, wanted", [
+    ("/opt/homebrew/bin/python3.13", {"prefix": "/opt/homebrew", "formula": "python@3.13"}),
+    ("/opt/homebrew/opt/python@3.12/bin/python3.12", {"prefix": "/opt/homebrew", "formula": "python@3.12"}),
+    ("/usr/local/bin/python3.11", {"prefix": "/usr/local", "formula": "python@3.11"}),
+    ("/opt/homebrew/bin/python3", {}),  # unversioned: moves to each new release; refused, not installed
+    ("python3.13", {}),
+])
+def test_the_formula_that_provides_an_interpreter(interpreter, wanted):
+    assert saf_preflight.homebrew_python_formula(interpreter) == wanted
+
+
+class Homebrew:
+    """A Homebrew prefix in a 0755 temporary directory owned by ``nobody``, with the brew test double
+    run as ``nobody`` (brew, and the double, refuse root) and providing a python3.13 that prints 3.13.7."""
+
+    def __init__(self):
+        self.prefix = Path(tempfile.mkdtemp(prefix="saf-homebrew-"))
+        self.prefix.chmod(0o755)
+        bin_dir = self.prefix / "bin"
+        bin_dir.mkdir()
+        shutil.copy2(REPO / "tests" / "doubles" / "bin" / "brew", bin_dir / "brew-double")
+        source = self.prefix / "python3.13-build"
+        source.write_text(FAKE_PYTHON.format(release="3.13.7"))
+        source.chmod(0o755)
+        (bin_dir / "fake-brew.json").write_text(json.dumps({"installed": {}, "provides": {"python@3.13": str(source)}}))
+        (bin_dir / "brew").write_text(
+            f"#!/bin/sh\nexec {SETPRIV} --reuid={NOBODY} --regid={NOBODY} --clear-groups /usr/bin/python3 "
+            f"{bin_dir / 'brew-double'} \"$@\"\n")
+        (bin_dir / "brew").chmod(0o755)
+        for path in [self.prefix, *self.prefix.rglob("*")]:
+            os.chown(path, NOBODY, NOBODY)
+        self.interpreter = str(bin_dir / "python3.13")
+
+    def remove(self):
+        shutil.rmtree(self.prefix)
+
+
+@pytest.fixture
+def homebrew():
+    if os.geteuid() != 0 or SETPRIV is None:
+        pytest.skip("needs root and setpriv to run the brew double as another account")
+    brew = Homebrew()
+    yield brew
+    brew.remove()
+
+
+def test_a_missing_homebrew_python_is_installed_then_checked(tmp_path, homebrew):
+    code, out = run_role(tmp_path, {"WORKER": {"ansible_python_interpreter": homebrew.interpreter}})
+    assert code == 0, out
+    assert re.search(r"Install the module interpreter from Homebrew when it is missing\] \**\s+changed: \[WORKER\]", out), out
+    assert subprocess.run([homebrew.interpreter], capture_output=True, text=True).stdout == "3.13.7\n"
+    # A second run finds it there.
+    code, out = run_role(tmp_path, {"WORKER": {"ansible_python_interpreter": homebrew.interpreter}})
+    assert code == 0 and "changed: [WORKER]" not in out, out
+
+
+def test_homebrew_refusing_root_is_reported_naming_host_formula_and_fix(tmp_path, homebrew):
+    """The connecting account is root here: Homebrew refuses it, as it does on a Mac."""
+    brew = Path(homebrew.prefix) / "bin" / "brew"
+    brew.write_text(f"#!/bin/sh\nexec /usr/bin/python3 {brew.with_name('brew-double')} \"$@\"\n")
+    code, out = run_role(tmp_path, {"WORKER": {"ansible_python_interpreter": homebrew.interpreter}})
+    assert code != 0, out
+    text = flat(out)
+    assert (f"WORKER: the module interpreter {homebrew.interpreter} (ansible_python_interpreter) is missing and "
+            f"`{homebrew.prefix}/bin/brew install python@3.13` failed (exit 1): Error: Running Homebrew as root is "
+            "extremely dangerous") in text, out
+    assert "as the account that owns Homebrew (brew refuses root)" in text, out
+    assert not Path(homebrew.interpreter).exists()
