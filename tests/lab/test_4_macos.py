@@ -158,10 +158,11 @@ def raylet_open_files(host: str) -> tuple:
 
 
 def test_the_raylet_under_launchd_gets_the_open_files_limit(mac_site):
+    # tests/lab/macos/overrides.yml sets 16384: the lab cannot grant the 65536 default (see there).
     _, limits = raylet_open_files("BETA")
-    assert limits == (65536, 65536)
+    assert limits == (16384, 16384)
     job = plistlib.loads(read_file("BETA", PLIST).encode())
-    assert job["SoftResourceLimits"] == job["HardResourceLimits"] == {"NumberOfFiles": 65536}
+    assert job["SoftResourceLimits"] == job["HardResourceLimits"] == {"NumberOfFiles": 16384}
 
 
 def test_a_restart_rides_out_linger_exit_36_and_disabled_labels(mac_site):
@@ -171,13 +172,13 @@ def test_a_restart_rides_out_linger_exit_36_and_disabled_labels(mac_site):
     write_json("BETA", SETTINGS, {"linger_seconds": 3, "bootout_exit": 36,
                                   "disabled": ["org.saf.ray", "org.saf.ray.metal-check"]})
     try:
-        run = run_playbook("site.yml", *EXTRA, "-e", "saf_ray_open_files_limit=70000", env=ENV)
+        run = run_playbook("site.yml", *EXTRA, "-e", "saf_ray_open_files_limit=12288", env=ENV)
     finally:
         write_json("BETA", SETTINGS, {})
     assert run.returncode == 0, str(run)
     assert "RETRYING: [BETA]: Wait until launchd has forgotten the job" in run.output, str(run)
     after, limits = raylet_open_files("BETA")
-    assert after != before and limits == (70000, 70000)
+    assert after != before and limits == (12288, 12288)
     assert "=> disabled" not in sh("BETA", f"{LAUNCHCTL} print-disabled system")
 
 
