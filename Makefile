@@ -61,7 +61,7 @@ bench: prerequisites $(BIN)/.installed
 INVENTORY ?= inventory/lab
 ## verify-hosts: check every node from outside with testinfra (INVENTORY=inventory/studio for the Macs)
 verify-hosts: $(BIN)/.installed
-	$(BIN)/pytest verify --hosts='ansible://saf_cluster' --ansible-inventory=$(INVENTORY) --force-ansible
+	$(BIN)/pytest verify --hosts='ansible://saf_cluster' --ansible-inventory=$(INVENTORY)
 
 ## locks: (re)write the hash-pinned lock files in locks/ for every platform in locks/targets.yml
 locks: $(BIN)/.installed

@@ -2,7 +2,11 @@
 
 Run against the lab (`make verify-hosts`) or a real inventory:
 
-    .venv/bin/pytest verify --hosts='ansible://saf_cluster' --ansible-inventory=inventory/studio --force-ansible
+    .venv/bin/pytest verify --hosts='ansible://saf_cluster' --ansible-inventory=inventory/studio
+
+Commands reach a node over plain SSH with the inventory's connection variables, as Ansible
+resolves them (see resolve_connection_vars): one ``ssh`` per command instead of one ad hoc
+``ansible`` run per command with ``--force-ansible``, which still works and is slower.
 
 The wanted state of a node comes from the inventory, as site.yml sees it: the literal defaults of
 roles/saf/defaults/main.yml, overlaid with the host's inventory variables (group_vars, host_vars),
@@ -25,6 +29,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+import saf_connection
 
 DEFAULTS = Path(__file__).resolve().parent.parent / "roles" / "saf" / "defaults" / "main.yml"
 REFERENCE = re.compile(r"\{\{\s*(\w+)\s*\}\}")
@@ -54,7 +59,9 @@ def literal_vars(hostvars: dict) -> dict:
 
 
 def pytest_configure(config):
-    """The areas a spec belongs to; molecule scenarios pick theirs with -m."""
+    """The areas a spec belongs to; molecule scenarios pick theirs with -m. Connection variables
+    reach testinfra resolved (saf_connection.install)."""
+    saf_connection.install()
     for marker, what in (("inventory", "the node is the host the inventory names"),
                          ("python", "the pinned interpreter"), ("venv", "the venv with Ray and MLX"),
                          ("ray", "the running Ray node: processes, arguments, environment, sockets"),

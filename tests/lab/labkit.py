@@ -20,6 +20,10 @@ import testinfra
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "verify"))
+
+import saf_connection  # noqa: E402  (testinfra over plain SSH: verify/saf_connection.py)
+
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 LAB_INVENTORY = REPO / "inventory" / "lab"
 PLAYBOOK_TIMEOUT = 1200  # seconds; a cold site.yml downloads and installs about 100 MB of wheels
@@ -81,8 +85,9 @@ def run_playbook(*args: str, env: dict | None = None) -> PlaybookRun:
 
 def lab_host(name: str):
     """A testinfra host for a lab node, reached through the lab inventory (real SSH)."""
-    # force_ansible: run through Ansible itself, which templates the inventory ({{ inventory_dir }}).
-    return testinfra.get_host(f"ansible://{name}?ansible_inventory={LAB_INVENTORY}&force_ansible=true")
+    # Plain SSH with the connection variables Ansible resolves from the inventory (saf_connection).
+    saf_connection.install()
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={LAB_INVENTORY}")
 
 
 def raylet_running(name: str) -> bool:
