@@ -46,3 +46,20 @@ def test_the_version_check_spec_passes_on_a_read_environment_and_fails_on_the_sw
     switched = env + ["RAY_IGNORE_" + "VERSION_MISMATCH=1"]
     with pytest.raises(AssertionError):
         node.test_rays_version_check_is_not_switched_off("BETA", RAYLET, lambda pid: switched)
+
+
+def test_connection_vars_reach_testinfra_resolved():
+    """testinfra gets what a play would use: the molecule inventory's templated ansible_host and
+    key paths (group_vars/lab.yml) come back as the address and absolute paths, no template left."""
+    import sys
+    sys.path.insert(0, str(VERIFY))
+    import saf_connection
+
+    resolved = saf_connection.resolve_connection_vars(str(VERIFY.parent / "inventory" / "molecule" / "node.yml"))
+    delta = resolved["DELTA"]
+    assert delta["ansible_host"] == "198.18.0.14"
+    assert delta["ansible_user"] == "root"
+    key = Path(delta["ansible_ssh_private_key_file"])
+    assert key.is_absolute() and key.resolve() == (VERIFY.parent / ".lab" / "id_ed25519").resolve()
+    assert "StrictHostKeyChecking=yes" in delta["ansible_ssh_common_args"]
+    assert not any("{{" in str(value) for value in delta.values()), delta
