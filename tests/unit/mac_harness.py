@@ -15,6 +15,8 @@ using this harness skip without root.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
 import plistlib
@@ -253,3 +255,42 @@ def as_nobody(*argv) -> subprocess.CompletedProcess:
     env = dict(os.environ, PATH="/usr/local/bin:/usr/bin:/bin")
     return subprocess.run([SETPRIV, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv],
                           capture_output=True, text=True, timeout=60, env=env)
+
+
+# --- one run for rows (d), (e) and (f): power_settings and tailscale_network on one Mac each ---------
+
+POWER = [("power_settings", "main")]
+NETWORK = [("tailscale_network", "main")]
+#: FileVault (fdesetup double) per Mac, and whether it accepts unlocking by hand.
+FILEVAULT = {"FV_OFF": ("off", False), "FV_ON": ("on", False), "FV_NEXT": ("next-restart", False),
+             "FV_ACCEPT": ("on", True)}
+#: Software Update's preferences per Mac (defaults double).
+UPDATES = {"UP_AUTO": {"AutomaticCheckEnabled": True, "AutomaticallyInstallMacOSUpdates": True},
+           "UP_UNSET": {}, "UP_OFF": {"AutomaticCheckEnabled": True, "AutomaticallyInstallMacOSUpdates": False}}
+#: The tailscaled LaunchDaemon per Mac (None: only the Tailscale app).
+TAILSCALE = {"TS_APP": None, "TS_DAEMON": "com.tailscale.tailscaled.plist", "TS_BREW": "homebrew.mxcl.tailscale.plist"}
+
+
+@functools.lru_cache(maxsize=None)
+def unattended_run():
+    """(macs, run): power_settings on the FileVault and Software Update Macs, tailscale_network on
+    the Tailscale Macs, in one playbook run shared by test_doubles_fdesetup.py,
+    test_doubles_softwareupdate.py and test_doubles_tailscale_variant.py. Removed at exit."""
+    macs = Macs(sorted([*FILEVAULT, *UPDATES, *TAILSCALE]))
+    atexit.register(macs.remove)
+    for name, (status, accept) in FILEVAULT.items():
+        macs[name].filevault(status)
+        macs[name].vars["power_settings_accept_manual_unlock"] = accept
+        macs[name].software_update(AutomaticallyInstallMacOSUpdates=False)
+    for name, values in UPDATES.items():
+        macs[name].software_update(**values)
+    addresses = {name: mac.ip for name, mac in macs.items()}
+    for name, plist in TAILSCALE.items():
+        mac = macs[name]
+        mac.tailnet(addresses)
+        mac.vars["saf_tailscale_check"] = True
+        if plist:
+            (mac.daemons / plist).write_bytes(plistlib.dumps(
+                {"Label": plist.removesuffix(".plist"), "ProgramArguments": ["/usr/local/bin/tailscaled"], "RunAtLoad": True}))
+    steps = {**{name: POWER for name in [*FILEVAULT, *UPDATES]}, **{name: NETWORK for name in TAILSCALE}}
+    return macs, macs.run(steps)
