@@ -32,10 +32,12 @@ verify: $(BIN)/.installed
 reset: $(BIN)/.installed
 	$(BIN)/ansible-playbook playbooks/reset.yml
 
-## test: lint, unit tests, the lab integration tests (brings the lab up itself), then the
-## testinfra specs in verify/ against the lab cluster those tests leave running
+## test: lint, unit tests (one worker per CPU: they are independent), the lab integration tests
+## (brings the lab up itself; one at a time, in order), then the testinfra specs in verify/
+## against the lab cluster those tests leave running
 test: prerequisites $(BIN)/.installed lint lab-up
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto tests/unit
+	$(BIN)/pytest tests/lab
 	$(MAKE) verify-hosts
 
 ## molecule: `molecule test --all` in every role that has scenarios (roles/*/molecule/), on lab hosts
@@ -66,7 +68,7 @@ locks: $(BIN)/.installed
 	$(BIN)/ansible-playbook playbooks/lock.yml
 
 unit: $(BIN)/.installed
-	$(BIN)/pytest tests/unit
+	$(BIN)/pytest -n auto tests/unit
 
 lint: $(BIN)/.installed
 	$(BIN)/yamllint .

@@ -166,12 +166,42 @@ def test_plist_change_restarts_ray_with_proof(mac_site):
 
 
 # Install and check scenarios on BETA alone (the roles by themselves, not the whole site.yml).
-# --- launchd's rough edges: a plist launchd refuses gives way to the one it replaced. (The lab tests
-# of a lingering label, bootout exit 36, disabled labels and the raylet's open-files limit under the
-# double failed here and are left out until their cause is found; tests/unit/test_launchd_tasks.py
-# drives the same task files against the double's settings.)
+# --- launchd's rough edges (tests/doubles/bin/launchctl's settings file): a label lingering after
+# bootout, bootout exiting 36, disabled labels, a plist launchd refuses.
 
+SETTINGS = f"{MAC}/bin/fake-launchctl.json"
 LAUNCHCTL = f"{MAC}/bin/launchctl"
+
+
+def raylet_open_files(host: str) -> tuple:
+    pid = lab_host(host).process.get(comm="raylet").pid
+    line = next(line for line in read_file(host, f"/proc/{pid}/limits").splitlines() if line.startswith("Max open files"))
+    return pid, tuple(int(v) for v in line.split()[3:5])
+
+
+def test_the_raylet_under_launchd_gets_the_open_files_limit(mac_site):
+    # tests/lab/macos/overrides.yml sets 16384: the lab cannot grant the 65536 default (see there).
+    _, limits = raylet_open_files("BETA")
+    assert limits == (16384, 16384)
+    job = plistlib.loads(read_file("BETA", PLIST).encode())
+    assert job["SoftResourceLimits"] == job["HardResourceLimits"] == {"NumberOfFiles": 16384}
+
+
+def test_a_restart_rides_out_linger_exit_36_and_disabled_labels(mac_site):
+    """A plist change restarts Ray while the double lingers 3 s after each bootout, answers 36 to
+    bootout and keeps both labels (Ray's and the Metal check's) disabled."""
+    before, _ = raylet_open_files("BETA")
+    write_json("BETA", SETTINGS, {"linger_seconds": 3, "bootout_exit": 36,
+                                  "disabled": ["org.saf.ray", "org.saf.ray.metal-check"]})
+    try:
+        run = run_playbook("site.yml", *EXTRA, "-e", "saf_ray_open_files_limit=12288", env=ENV)
+    finally:
+        write_json("BETA", SETTINGS, {})
+    assert run.returncode == 0, str(run)
+    assert "RETRYING: [BETA]: Wait until launchd has forgotten the job" in run.output, str(run)
+    after, limits = raylet_open_files("BETA")
+    assert after != before and limits == (12288, 12288)
+    assert "=> disabled" not in sh("BETA", f"{LAUNCHCTL} print-disabled system")
 
 
 def test_a_plist_launchd_refuses_gives_way_to_the_one_it_replaced(mac_site):

@@ -35,7 +35,7 @@ from ansible.module_utils.basic import AnsibleModule
 SPEC = dict(gcs_address=dict(), driver_node_ip=dict(), workers=dict(type='list', elements='dict'),
             matrix_size=dict(type='int'), min_seconds=dict(type='float'), max_matrix_bytes=dict(type='int'),
             gpu_resource=dict(), iterations=dict(type='int'), timeout=dict(type='float'),
-            require_gpu=dict(type='bool'))
+            require_gpu=dict(type='bool'), min_working_set_bytes=dict(type='int'))
 
 
 def main():
@@ -134,7 +134,7 @@ def run(tmp_path_factory):
     env.update(ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_LIBRARY=str(library),
                ANSIBLE_ROLES_PATH=str(REPO / "roles"))
     extra = ["-e", "saf_verify_gpu_resource=metal_gpu", "-e", "saf_verify_min_seconds=0.05",
-             "-e", "saf_verify_max_matrix_bytes=805306368"]
+             "-e", "saf_verify_max_matrix_bytes=805306368", "-e", "saf_verify_min_working_set_gib=1.5"]
     proc = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", str(tmp / "inventory.yml"), *extra, str(tmp / "play.yml")],
                           cwd=REPO, capture_output=True, text=True, timeout=300, check=False, env=env)
     return tmp, proc
@@ -146,6 +146,7 @@ def test_the_probe_gets_the_growth_settings_and_the_gpu_resource(run):
     assert (params["min_seconds"], params["max_matrix_bytes"], params["gpu_resource"]) == (0.05, 805306368,
                                                                                            "metal_gpu"), proc.stdout
     assert params["matrix_size"] == 1024
+    assert params["min_working_set_bytes"] == 1610612736  # 1.5 GiB
 
 
 def test_the_dead_workers_exit_and_log_lines_reach_the_report_and_the_verdict(run):
