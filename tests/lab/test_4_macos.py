@@ -70,7 +70,9 @@ def test_site_walks_the_macos_branch(mac_site):
 
 def test_plist_runs_ray_under_launchd(mac_site):
     job = plistlib.loads(read_file("BETA", PLIST).encode())
-    args = job["ProgramArguments"]
+    # Ray starts through SAF's pf script, once pf holds SAF's rules in this boot (issue 17).
+    assert job["ProgramArguments"][:2] == [f"{MAC}/Library/Application Support/SAF/saf-pf", "exec"]
+    args = job["ProgramArguments"][2:]
     assert job["Label"] == "org.saf.ray"
     assert args[0] == "/opt/saf/venv/bin/ray" and args[1] == "start" and args[-1] == "--block"
     assert "--address=198.18.0.11:6380" in args and "--node-ip-address=198.18.0.12" in args
@@ -97,6 +99,26 @@ def test_pf_anchor_loaded(mac_site):
     assert rules[-1].startswith("block drop in quick proto tcp from any to any port {")
     assert "from { 198.18.0.11, 198.18.0.12 }" in rules[1] and "11000:11999" in rules[1]
     assert sh("BETA", f"{MAC}/sbin/pfctl -s info").strip() == "Status: Enabled"
+
+
+def test_pf_comes_back_from_safs_own_boot_job(mac_site):
+    """Issue 17 (a, b): the same rules in com.apple/org.saf.ray, which Apple's own pf.conf evaluates,
+    and the LaunchDaemon that loads them and enables pf at every boot (test_4c_reboot.py restarts)."""
+    rules = sh("BETA", f"{MAC}/sbin/pfctl -a com.apple/org.saf.ray -s rules").splitlines()
+    assert rules == sh("BETA", f"{MAC}/sbin/pfctl -a org.saf.ray -s rules").splitlines() and rules
+    job = plistlib.loads(read_file("BETA", f"{MAC}/Library/LaunchDaemons/org.saf.pf.plist").encode())
+    assert job["ProgramArguments"] == [f"{MAC}/Library/Application Support/SAF/saf-pf", "load"] and job["RunAtLoad"]
+    assert read_file("BETA", f"{MAC}/var/run/org.saf.pf.ready").startswith("boot ")
+
+
+def test_unattended_restart_checks_on_a_new_mac(mac_site):
+    """Issue 17 (c-f) on a Mac as it comes (tests/lab/macos_doubles.py): FileVault off passes, the
+    Application Firewall off is left alone, updates that install nothing by themselves get no word,
+    and the Tailscale app (no tailscaled LaunchDaemon) is named with the system daemon variant."""
+    out = " ".join(mac_site.output.split())
+    assert "BETA: FileVault is on" not in out and "BETA: macOS may install updates by itself" not in out
+    assert "TASK [cluster_firewall : Read the Application Firewall's state and the programs it lists]" in mac_site.output
+    assert "BETA: Tailscale runs here as the Tailscale app" in out and "system daemon variant, tailscaled" in out
 
 
 def test_power_settings_applied(mac_site):

@@ -233,7 +233,7 @@ def test_the_defaults_pass_every_validation(tmp_path, gather_facts):
     entries = all_entry_points(without=() if gather_facts else ("python_runtime",))
     code, out = run(tmp_path, entries, gather_facts=gather_facts, only_validation=True)
     assert code == 0, out
-    validated = set(re.findall(r"TASK \[(\w+) : Validating arguments against arg spec '([\w.]+)'", out))
+    validated = set(re.findall(r"TASK \[(\w+) : Validating arguments against arg spec '([\w.-]+)'", out))
     assert validated == set(entries), sorted(set(entries) - validated)
 
 

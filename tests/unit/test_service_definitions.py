@@ -96,11 +96,21 @@ GIB = 2 ** 30
 def test_a_mac_object_store_above_ray_s_2_gib_limit_sets_the_variable_ray_asks_for(tmp_path):
     """Ray 2.49.2 refuses an object store above 2 GiB on macOS unless RAY_ENABLE_MAC_LARGE_OBJECT_STORE=1
     (ray/_private/services.py, MAC_DEGRADED_PERF_MMAP_SIZE_LIMIT); 8 GiB on a Mac Studio sets it."""
-    out = render(tmp_path / "big", "launchd", facts_os="Darwin", saf_ray_object_store_memory=8 * GIB)
+    gate = tmp_path / "Application Support" / "saf-pf"
+    gate.parent.mkdir()
+    gate.write_text("#!/bin/sh\n")
+    gate.chmod(0o755)
+    out = render(tmp_path / "big", "launchd", facts_os="Darwin", saf_ray_object_store_memory=8 * GIB,
+                 saf_pf_script=str(gate))
     job = plistlib.loads((out / "WORKER" / "org.saf.ray.plist").read_bytes())
     assert "--object-store-memory=%d" % (8 * GIB) in job["ProgramArguments"]
     assert job["EnvironmentVariables"]["RAY_ENABLE_MAC_LARGE_OBJECT_STORE"] == "1"
-    small = render(tmp_path / "small", "launchd", facts_os="Darwin", saf_ray_object_store_memory=2 * GIB)
+    # On a Mac, Ray starts through SAF's pf script, once pf holds SAF's rules in this boot (issue 17 a).
+    assert job["ProgramArguments"][:4] == [str(gate), "exec", f"{tmp_path}/big/venv/bin/ray", "start"]
+    small = render(tmp_path / "small", "launchd", facts_os="Darwin", saf_ray_object_store_memory=2 * GIB,
+                   saf_firewall_enabled=False)
+    # Without SAF's firewall there is nothing to wait for: `ray start` itself.
+    assert plistlib.loads((small / "WORKER" / "org.saf.ray.plist").read_bytes())["ProgramArguments"][1] == "start"
     assert "RAY_ENABLE_MAC_LARGE_OBJECT_STORE" not in plistlib.loads(
         (small / "WORKER" / "org.saf.ray.plist").read_bytes())["EnvironmentVariables"]
     linux = render(tmp_path / "linux", "systemd", saf_ray_object_store_memory=8 * GIB)
