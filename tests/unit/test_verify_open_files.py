@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import pytest
 
 VERIFY = Path(__file__).resolve().parents[2] / "verify"
+sys.path.insert(0, str(VERIFY))  # as pytest puts it for verify/conftest.py, which imports saf_connection
 
 
 def load(name: str, path: Path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 import warnings
 from pathlib import Path
 
@@ -51,7 +52,6 @@ def test_the_version_check_spec_passes_on_a_read_environment_and_fails_on_the_sw
 def test_connection_vars_reach_testinfra_resolved():
     """testinfra gets what a play would use: the molecule inventory's templated ansible_host and
     key paths (group_vars/lab.yml) come back as the address and absolute paths, no template left."""
-    import sys
     sys.path.insert(0, str(VERIFY))
     import saf_connection
 
