@@ -4,7 +4,7 @@ The doubles of ``tests/doubles/bin`` (brew, pyenv, uv, launchctl, pmset, pfctl, 
 socketfilterfw, fdesetup, defaults, the Tailscale CLI) go where ``tests/lab/macos/overrides.yml`` points the roles,
 with the state files they read; a marked host (``/opt/saf/macos/FORCE_DARWIN_FACTS``) reports macOS
 facts through ``tests/doubles/modules/saf_test_darwin_facts.py``. Used by ``tests/lab/test_4_macos.py``
-and ``test_4c_reboot.py`` and, as a command, by the molecule scenarios of the macOS-only roles::
+(whose last tests restart a "Mac") and, as a command, by the molecule scenarios of the macOS-only roles::
 
     python3 tests/lab/macos_doubles.py install DELTA --darwin --peer DELTA=198.18.0.14 --peer EPSILON=198.18.0.15
     python3 tests/lab/macos_doubles.py remove DELTA

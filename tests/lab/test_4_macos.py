@@ -15,11 +15,13 @@ import json
 import plistlib
 import re
 import shlex
+import time
 
 import pytest
 
-from labkit import LAB_PYTHON, REPO, lab_exec, lab_host, run_playbook
-from macos_doubles import BREW, DOUBLES, MAC, install_mac_tree, remove_mac_tree, sh, tailscale_status, write_json
+from labkit import LAB_PYTHON, REPO, lab_exec, lab_host, raylet_running, read_report, run_playbook
+from macos_doubles import (BREW, DOUBLES, MAC, install_mac_tree, reboot_mac, remove_mac_tree, sh,
+                           simulate_macos_update, tailscale_status, wait_until, write_json)
 
 EXTRA = ["-e", "@tests/lab/macos/overrides.yml"]
 ENV = {"ANSIBLE_LIBRARY": f"{REPO / 'library'}:{DOUBLES / 'modules'}"}
@@ -103,7 +105,7 @@ def test_pf_anchor_loaded(mac_site):
 
 def test_pf_comes_back_from_safs_own_boot_job(mac_site):
     """Issue 17 (a, b): the same rules in com.apple/org.saf.ray, which Apple's own pf.conf evaluates,
-    and the LaunchDaemon that loads them and enables pf at every boot (test_4c_reboot.py restarts)."""
+    and the LaunchDaemon that loads them and enables pf at every boot (the tests at the end of this module restart BETA)."""
     rules = sh("BETA", f"{MAC}/sbin/pfctl -a com.apple/org.saf.ray -s rules").splitlines()
     assert rules == sh("BETA", f"{MAC}/sbin/pfctl -a org.saf.ray -s rules").splitlines() and rules
     job = plistlib.loads(read_file("BETA", f"{MAC}/Library/LaunchDaemons/org.saf.pf.plist").encode())
@@ -319,3 +321,105 @@ def test_tailscale_cli_only_in_the_app_bundle(mac_site):
     calls = read_file("BETA", f"{MAC}/Applications/Tailscale.app/Contents/MacOS/fake-tailscale-calls.jsonl")
     assert ["status", "--json"] in [json.loads(line) for line in calls.splitlines()]
     assert "Tailscale.app/Contents/MacOS/Tailscale" in run.output and "app_bundle" in run.output
+
+
+# --- A Mac comes back by itself (issue 17). Last in this module: they restart BETA. --------------
+# BETA is restarted (and then updated and restarted) without site.yml, and pf, Ray and verify.yml
+# come back. "Restart" (macos_doubles.reboot_mac): every process of BETA's Mac tree is killed (the
+# launchd double's supervisors and Ray), pf is disabled and empty, launchd forgets its jobs and the
+# ready file of the previous boot goes; then, as launchd does at boot, the RunAtLoad jobs are
+# loaded: Apple's com.apple.pfctl (loads pf.conf, leaves pf disabled: SelfControlApp/selfcontrol#815,
+# Homebrew/legacy-homebrew#42599), SAF's org.saf.pf, Ray's org.saf.ray. "Update"
+# (macos_doubles.simulate_macos_update): Apple's default /etc/pf.conf, without site.yml's lines
+# (tuist/tuist#11425). ALPHA, the Linux head, keeps running; BETA's Ray joins it under a new node ID.
+
+PFCTL = f"{MAC}/sbin/pfctl"
+STEPS = "tests/unit/playbooks/macos_steps.yml"
+FIREWALL_VERIFY = json.dumps({"macos_steps": [{"role": "cluster_firewall", "tasks": "verify.yml"}]})
+BOOT_JOBS = ["com.apple.pfctl", "org.saf.pf", "org.saf.ray"]
+
+
+@pytest.fixture(scope="module")
+def first_node_id(mac_site):
+    """site.yml (undoing what the tests above changed) and verify.yml with BETA as a Mac; BETA's
+    node ID before any restart."""
+    site = run_playbook("site.yml", *EXTRA, env=ENV)
+    assert site.returncode == 0, str(site)
+    verify = run_playbook("verify.yml", *EXTRA, env=ENV)
+    assert verify.returncode == 0, str(verify)
+    return read_report()["workers"][0]["node_id"]
+
+
+def pf_ready() -> bool:
+    """pf on BETA: enabled, SAF's rules in com.apple/org.saf.ray, and the main ruleset evaluating them."""
+    info = sh("BETA", f"{PFCTL} -s info").strip()
+    main = sh("BETA", f"{PFCTL} -s rules")
+    anchor = sh("BETA", f"{PFCTL} -a com.apple/org.saf.ray -s rules")
+    return info == "Status: Enabled" and 'anchor "com.apple/*"' in main and "block drop in quick" in anchor
+
+
+def ray_job_state() -> str:
+    """What launchd (the double) says of Ray's job on BETA, and the tails of its log and pf's."""
+    return sh("BETA", f"""
+        {MAC}/bin/launchctl print system/org.saf.ray 2>&1; echo '--- ray.err'; tail -n 30 /opt/saf/log/ray.err 2>&1
+        echo '--- org.saf.pf.log'; tail -n 10 {MAC}/var/log/org.saf.pf.log 2>&1""")
+
+
+def comes_back(before: str) -> str:
+    """Restart BETA; show pf and Ray back and verify.yml passing, without site.yml. Returns the new node ID."""
+    started = reboot_mac("BETA")
+    assert [label for label in started if label in BOOT_JOBS] == BOOT_JOBS, started
+    wait_until("pf enabled with SAF's rules on BETA", pf_ready, timeout=90)
+    try:
+        wait_until("a raylet on BETA", lambda: raylet_running("BETA"), timeout=240, interval=3)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{ray_job_state()}") from None
+
+    # The worker registers with the head's GCS a few seconds after its raylet starts: one more try.
+    verify = run_playbook("verify.yml", *EXTRA, env=ENV)
+    if verify.returncode != 0:
+        time.sleep(15)
+        verify = run_playbook("verify.yml", *EXTRA, env=ENV)
+    assert verify.returncode == 0, str(verify)
+    (beta,) = read_report()["workers"]
+    assert beta["executed_on"] == "BETA.local" and beta["passed"], beta
+    assert beta["node_id"] != before, "Ray on BETA started again, under a new node ID"
+
+    steps = run_playbook(STEPS, *EXTRA, "--limit", "BETA", "-e", FIREWALL_VERIFY, env=ENV)
+    assert steps.returncode == 0, str(steps)
+    assert "in this boot, and org.saf.pf loads them again at every boot" in " ".join(steps.output.split()), str(steps)
+    return beta["node_id"]
+
+
+@pytest.fixture(scope="module")
+def after_restart(first_node_id):
+    return comes_back(first_node_id)
+
+
+def test_a_restart_brings_back_pf_ray_and_verify(after_restart):
+    job = plistlib.loads(sh("BETA", f"cat {MAC}/Library/LaunchDaemons/org.saf.pf.plist").encode())
+    assert job["RunAtLoad"] is True and job["ProgramArguments"][-1] == "load"
+    assert 'anchor "org.saf.ray"' in sh("BETA", f"cat {MAC}/etc/pf.conf"), "no update yet: site.yml's lines are there"
+
+
+@pytest.fixture(scope="module")
+def after_update(after_restart):
+    simulate_macos_update("BETA")
+    return comes_back(after_restart)
+
+
+def test_after_an_update_pf_holds_without_the_pf_conf_lines(after_update):
+    conf = sh("BETA", f"cat {MAC}/etc/pf.conf")
+    assert "org.saf.ray" not in conf and 'anchor "com.apple/*"' in conf, conf
+    # The anchor pf.conf used to load is gone; the one Apple's pf.conf evaluates holds SAF's rules.
+    assert sh("BETA", f"{PFCTL} -a org.saf.ray -s rules").strip() == ""
+    assert pf_ready()
+
+
+def test_site_yml_then_restores_the_pf_conf_lines_and_leaves_ray_running(after_update):
+    before = sh("BETA", "pgrep -x raylet").split()
+    site = run_playbook("site.yml", *EXTRA, env=ENV)
+    assert site.returncode == 0, str(site)
+    assert 'anchor "org.saf.ray"' in sh("BETA", f"cat {MAC}/etc/pf.conf")
+    assert site.recap["BETA"]["changed"] == 2, "the pf.conf lines and loading pf.conf, nothing else:\n" + str(site)
+    assert sh("BETA", "pgrep -x raylet").split() == before
