@@ -28,8 +28,12 @@ times move between runs while ratios taken side by side hold. Prints a table and
    (from the ``ansible`` package on PyPI, collections only, in .venv-bench); the slowest 15 tasks
    of each go into the report, in seconds.
 
-Every command has a timeout; a failing step stops the run with the command and its output. The lab
-is left as ``make demo`` leaves it: the cluster is started again with site.yml at the end.
+Every command has a timeout. A start or round that fails (site.yml's, ``ray up``'s or the hand
+floor's: a node never Alive, a closed SSH connection) is counted with its message and the bench
+goes on: the medians are of the rounds that passed, and the summary puts each way's failed starts
+beside its times (``failures`` in each section of the report). A step that cannot run at all is
+reported with its error and the next step runs; the exit status is 1 when any step did not finish.
+The lab is left as ``make demo`` leaves it: the cluster is started again with site.yml at the end.
 """
 
 from __future__ import annotations
@@ -207,11 +211,20 @@ def start_command(record: dict, shell_suffix: str = "") -> str:
     return " ".join(filter(None, [shlex.join(["env", *env, *record["argv"]]), shell_suffix]))
 
 
-def stop_ray(nodes) -> None:
-    """Stop Ray on every node and wait until no raylet is left."""
+def stop_ray(nodes, tries: int = 2) -> None:
+    """Stop Ray on every node and wait until no raylet is left. An SSH connection the node closed
+    (seen after a failed start) is tried again, ``tries`` times in all; then BenchError."""
+    command = (f"{NODE_RAY} stop --force >/dev/null 2>&1; "
+               "for i in $(seq 50); do pgrep -x raylet >/dev/null || exit 0; sleep 0.2; done; exit 1")
     for node in nodes:
-        ssh(node, f"{NODE_RAY} stop --force >/dev/null 2>&1; for i in $(seq 50); do pgrep -x raylet >/dev/null || exit 0; sleep 0.2; done; exit 1",
-            timeout=60)
+        for left in reversed(range(tries)):
+            try:
+                ssh(node, command, timeout=60)
+                break
+            except BenchError:
+                if not left:
+                    raise
+                time.sleep(1)
 
 
 def start_by_hand(nodes, records) -> None:
@@ -261,7 +274,20 @@ def ray_up(config: Path, ray_cli: Path) -> float:
 # --- The figures ---------------------------------------------------------------------------------
 
 def median(values) -> float:
-    return statistics.median(values)
+    """The median, or nan when every round failed (a ratio of it is then nan too)."""
+    return statistics.median(values) if values else float("nan")
+
+
+def attempt(failures: list, what: str, action):
+    """``action()``'s result; when it raises BenchError, the failure is appended to ``failures``
+    (``{"what": what, "error": first 500 characters}``), shown, and None returned: one failed start
+    or round is a finding to count, not a reason to stop the bench."""
+    try:
+        return action()
+    except BenchError as exc:
+        failures.append({"what": what, "error": str(exc)[:500]})
+        progress(f"{what}: FAILED: {str(exc)[:200]}")
+        return None
 
 
 def ratio(a: float, b: float) -> float:
@@ -287,38 +313,31 @@ def cold_start(rounds: int, ray_cli: Path, workdir: Path) -> dict:
     failures = {way: [] for way in ways}
     for round_ in range(rounds):
         for way, command in ways.items():
-            stop_ray(nodes)
-            try:
-                seconds[way].append(time_to_alive(command, len(nodes), parts[way]))
-            except BenchError as exc:
-                if way == "site":
-                    raise
-                # Ray's own ways have no retry: a start that never gets every node Alive is counted
-                # and reported, and the round's figure is left out of the median.
-                failures[way].append(str(exc)[:500])
-                progress(f"cold start round {round_ + 1}/{rounds}: {way} FAILED: {str(exc)[:200]}")
-                continue
-            progress(f"cold start round {round_ + 1}/{rounds}: {way} {seconds[way][-1]:.1f} s")
+            # Every way, SAF's included, is counted the same: a start that never gets every node
+            # Alive (or a stop that fails before it) is a failed start, left out of the median.
+            what = f"cold start round {round_ + 1}/{rounds}: {way}"
+            took = attempt(failures[way], what, lambda: (stop_ray(nodes), time_to_alive(command, len(nodes), parts[way]))[1])
+            if took is not None:
+                seconds[way].append(took)
+                progress(f"{what} {took:.1f} s")
     medians = {way: median(values) for way, values in seconds.items()}
     # The two parts, for the record: every node Alive in the GCS, and the command's exit.
     split = {way: {part: median(values) for part, values in parts[way].items()} for way in ways if parts[way]}
     return {"seconds": seconds, "median_seconds": medians, "median_split_seconds": split, "failures": failures,
-            "rayup_failed_starts": len(failures["rayup"]), "floor_failed_starts": len(failures["floor"]),
+            "rounds": rounds, **{f"{way}_failed_starts": len(failures[way]) for way in ways},
             "cold_start_vs_rayup": ratio(medians["site"], medians["rayup"]),
             "cold_start_vs_floor": ratio(medians["site"], medians["floor"])}
 
 
-def start_healthy(command, nodes, tries: int = 3) -> int:
+def start_healthy(command, nodes, failures: list, what: str, tries: int = 3) -> bool:
     """Start the cluster a re-run is measured on; a start that never gets every node Alive (Ray's
-    own ways have no retry) is stopped and tried again, up to ``tries`` times. Returns the failures."""
-    for failures in range(tries):
-        try:
-            time_to_alive(command, len(nodes))
-            return failures
-        except BenchError as exc:
-            progress(f"re-run setup: the start failed, trying again: {str(exc)[:200]}")
-            stop_ray(nodes)
-    raise BenchError(f"no start got every node Alive in {tries} tries")
+    own ways have no retry) is counted in ``failures``, stopped and tried again, up to ``tries``
+    times. Whether a start got every node Alive."""
+    for try_ in range(tries):
+        if attempt(failures, f"{what} (try {try_ + 1}/{tries})",
+                   lambda: (stop_ray(nodes), time_to_alive(command, len(nodes)))[1]) is not None:
+            return True
+    return False
 
 
 def rerun(rounds: int, ray_cli: Path, workdir: Path) -> dict:
@@ -329,22 +348,38 @@ def rerun(rounds: int, ray_cli: Path, workdir: Path) -> dict:
         records = {n.name: start_record(n) for n in nodes}
         config = rayup_config(nodes, records, workdir / "rayup.yaml")
         command = (lambda: playbook("site.yml")) if way == "site" else (lambda: ray_up(config, ray_cli))
-        setup_failures = start_healthy(command, nodes)  # the healthy cluster to re-run on
+        setup_failures, round_failures = [], []
         walls, restarts = [], []
+        healthy = False
         for round_ in range(rounds):
-            before = alive_node_ids(len(nodes))
-            start = time.monotonic()
-            command()
-            walls.append(time.monotonic() - start)
-            after = alive_node_ids(len(nodes))
-            restarts.append(restarted(before, after))
+            # The healthy cluster to re-run on: at first, and again after a round that broke it.
+            healthy = healthy or start_healthy(command, nodes, setup_failures, f"re-run setup: {way}")
+            if not healthy:
+                round_failures.append({"what": f"re-run round {round_ + 1}/{rounds}: {way}",
+                                       "error": "no healthy cluster to re-run on (see the setup failures)"})
+                continue
+
+            def one_round():
+                before = alive_node_ids(len(nodes))
+                start = time.monotonic()
+                command()
+                wall = time.monotonic() - start
+                return wall, restarted(before, alive_node_ids(len(nodes)))
+
+            measured = attempt(round_failures, f"re-run round {round_ + 1}/{rounds}: {way}", one_round)
+            if measured is None:
+                healthy = False  # a node may not have come back: start a healthy cluster again
+                continue
+            walls.append(measured[0])
+            restarts.append(measured[1])
             progress(f"re-run round {round_ + 1}/{rounds}: {way} {walls[-1]:.1f} s, {restarts[-1]} node(s) restarted")
         results[way] = {"seconds": walls, "median_seconds": median(walls), "restarts": restarts,
-                        "setup_failed_starts": setup_failures}
-    stop_ray(nodes)
-    playbook("site.yml")
-    return {**results, "rerun_vs_rayup": ratio(results["site"]["median_seconds"], results["rayup"]["median_seconds"]),
-            "rerun_ray_restarts": max(results["site"]["restarts"])}
+                        "setup_failed_starts": len(setup_failures), "failed_rounds": len(round_failures),
+                        "failures": setup_failures + round_failures}
+    attempt([], "re-run: the lab's cluster again", lambda: (stop_ray(nodes), playbook("site.yml")))
+    return {**results, "rounds": rounds,
+            "rerun_vs_rayup": ratio(results["site"]["median_seconds"], results["rayup"]["median_seconds"]),
+            "rerun_ray_restarts": max(results["site"]["restarts"], default=float("nan"))}
 
 
 NOOP_TASK = r"""
@@ -469,16 +504,28 @@ def scale(rounds: int) -> dict:
     run([sys.executable, str(SAFLAB), "add", *[n.name for n in extra]], timeout=300)
     try:
         inventories = {k: BENCH_INVENTORIES / f"workers-{k}.yml" for k in (1, 2, 3)}
-        playbook("site.yml", inventory=inventories[3])
+        failures = []
+        # Four nodes starting on two cores: the start SAF's retry may not save is counted, and tried again.
+        for try_ in range(3):
+            if attempt(failures, f"scale: site.yml with 3 workers (try {try_ + 1}/3)",
+                       lambda: playbook("site.yml", inventory=inventories[3])) is not None:
+                break
+        else:
+            raise BenchError(f"scale: site.yml never started the 4 nodes: {failures[-1]['error']}")
         seconds, small = {}, {}
         for k in (3, 2, 1):
             if k < 3:
                 stop_ray([WORKERS[k]])
-            seconds[k] = [playbook("verify.yml", "--tags", "verify", inventory=inventories[k]) for _ in range(rounds)]
+
+            def rounds_of(*extra):
+                runs = (attempt(failures, f"scale: verify.yml with {k} worker(s) {' '.join(extra)}".rstrip(),
+                                lambda: playbook("verify.yml", "--tags", "verify", *extra, inventory=inventories[k]))
+                        for _ in range(rounds))
+                return [wall for wall in runs if wall is not None]
+
+            seconds[k] = rounds_of()
             # The lab's hosts share this machine's cores: a 64 x 64 product leaves only the orchestration.
-            small[k] = [playbook("verify.yml", "--tags", "verify", "-e", f"saf_verify_matrix_size={SMALL_N}",
-                                 "-e", "saf_verify_min_seconds=0",
-                                 inventory=inventories[k]) for _ in range(rounds)]
+            small[k] = rounds_of("-e", f"saf_verify_matrix_size={SMALL_N}", "-e", "saf_verify_min_seconds=0")
             progress(f"scale: {k} worker(s), verify {median(seconds[k]):.1f} s, with N={SMALL_N} {median(small[k]):.1f} s")
     finally:
         stop_ray([n for n in extra if lab_has(n)])
@@ -486,7 +533,7 @@ def scale(rounds: int) -> dict:
         playbook("site.yml")  # the lab's own firewall and cluster again
     medians = {str(k): median(v) for k, v in seconds.items()}
     small_medians = {str(k): median(v) for k, v in small.items()}
-    return {"seconds": {str(k): v for k, v in seconds.items()}, "median_seconds": medians,
+    return {"seconds": {str(k): v for k, v in seconds.items()}, "median_seconds": medians, "failures": failures,
             "small_n_seconds": {str(k): v for k, v in small.items()}, "small_n_median_seconds": small_medians,
             "verify_2_vs_1_workers": ratio(medians["2"], medians["1"]),
             "verify_3_vs_1_workers": ratio(medians["3"], medians["1"]),
@@ -577,23 +624,31 @@ def table(figures: dict) -> str:
 def medians_lines(raw: dict) -> list:
     """The raw medians behind the ratios, in seconds, one line per section that ran."""
     lines = []
-    if "cold" in raw:
+    for key, section in raw.items():
+        if "error" in section:
+            lines.append(f"{key}: did not finish: {section['error'][:300]}")
+    if "cold" in raw and "median_seconds" in raw["cold"]:
         cold = raw["cold"]
         split = cold.get("median_split_seconds", {})
-        lines.append("cold start (s, to Alive and exited): " + ", ".join(
+        failed = {way: len(f) for way, f in cold.get("failures", {}).items()}
+        lines.append("cold start (s, to Alive and exited; failed starts of rounds): " + ", ".join(
             f"{way} {value:.1f} (Alive {split.get(way, {}).get('alive', float('nan')):.1f}, "
-            f"exit {split.get(way, {}).get('exit', float('nan')):.1f})"
+            f"exit {split.get(way, {}).get('exit', float('nan')):.1f}; "
+            f"{failed.get(way, 0)}/{cold.get('rounds', '?')} failed)"
             for way, value in cold["median_seconds"].items()))
-    if "rerun" in raw:
-        lines.append("re-run (s): " + ", ".join(f"{way} {raw['rerun'][way]['median_seconds']:.1f}"
-                                                 for way in ("site", "rayup")))
-    if "verify" in raw:
+    if "rerun" in raw and "site" in raw["rerun"]:
+        rerun = raw["rerun"]
+        lines.append("re-run (s; failed rounds, failed setup starts): " + ", ".join(
+            f"{way} {rerun[way]['median_seconds']:.1f} ({rerun[way].get('failed_rounds', 0)}/{rerun.get('rounds', '?')} "
+            f"rounds, {rerun[way].get('setup_failed_starts', 0)} setup starts failed)" for way in ("site", "rayup")))
+    if "verify" in raw and "median_verify_seconds" in raw["verify"]:
         verify = raw["verify"]
         lines.append(f"verify (s): verify.yml {verify['median_verify_seconds']:.1f}, bare pinned task "
                      f"{verify['median_bare_task_seconds']:.2f}, module overhead {verify['median_module_overhead_seconds']:.2f}")
-    if "scale" in raw:
+    if "scale" in raw and "median_seconds" in raw["scale"]:
         lines.append("verify.yml by workers (s): " + ", ".join(
-            f"{k}: {v:.1f}" for k, v in sorted(raw["scale"]["median_seconds"].items())))
+            f"{k}: {v:.1f}" for k, v in sorted(raw["scale"]["median_seconds"].items()))
+            + f"; {len(raw['scale'].get('failures', []))} failed run(s)")
         if "small_n_median_seconds" in raw["scale"]:
             lines.append(f"verify.yml by workers at N={SMALL_N} (s): " + ", ".join(
                 f"{k}: {v:.1f}" for k, v in sorted(raw["scale"]["small_n_median_seconds"].items())))
@@ -652,7 +707,7 @@ def main(argv: list) -> int:
                 if key not in sections:
                     continue
                 print(title, flush=True)
-                raw[key] = step()
+                raw[key] = run_step(key, step)
                 figures.update({k: v for k, v in raw[key].items() if isinstance(v, (int, float))})
                 write_report(args.report, args.rounds, figures, raw)  # a partial run keeps what it measured
     except BenchError as exc:
@@ -663,7 +718,16 @@ def main(argv: list) -> int:
     print()
     print("\n".join(medians_lines(raw)))
     print(f"\nwritten: {args.report}")
-    return 0
+    return 1 if any("error" in section for section in raw.values()) else 0
+
+
+def run_step(key: str, step) -> dict:
+    """One step's figures; a step that cannot finish gives ``{"error": ...}`` and the bench goes on."""
+    try:
+        return step()
+    except BenchError as exc:
+        progress(f"{key}: did not finish: {str(exc)[:300]}")
+        return {"error": str(exc)[:2000]}
 
 
 if __name__ == "__main__":

@@ -61,9 +61,11 @@ def test_medians_lines_name_every_section_that_ran():
     raw = {"cold": {"median_seconds": {"site": 20.0, "rayup": 10.0},
                     "median_split_seconds": {"site": {"alive": 14.0, "exit": 20.0}, "rayup": {"alive": 10.0, "exit": 7.0}}},
            "scale": {"median_seconds": {"1": 9.0, "3": 10.0}}}
+    raw["cold"].update(rounds=5, failures={"site": [], "rayup": [{"what": "r", "error": "e"}]})
     lines = saf_bench.medians_lines(raw)
-    assert lines[0] == "cold start (s, to Alive and exited): site 20.0 (Alive 14.0, exit 20.0), rayup 10.0 (Alive 10.0, exit 7.0)"
-    assert lines[1] == "verify.yml by workers (s): 1: 9.0, 3: 10.0"
+    assert lines[0] == ("cold start (s, to Alive and exited; failed starts of rounds): site 20.0 (Alive 14.0, exit 20.0; "
+                        "0/5 failed), rayup 10.0 (Alive 10.0, exit 7.0; 1/5 failed)")
+    assert lines[1] == "verify.yml by workers (s): 1: 9.0, 3: 10.0; 0 failed run(s)"
 
 
 def test_parse_profile_reads_profile_tasks_recap_slowest_first():
@@ -80,3 +82,94 @@ node_env : Install the locked Ray and MLX into the venv from the wheelhouse only
         ("ray_node : Wait until every node is Alive in the GCS", 6.52),
         ("ray_node : Run ray start", 6.17),
         ("node_env : Install the locked Ray and MLX into the venv from the wheelhouse only", 2.01)]
+
+
+def fake_lab(monkeypatch, outcomes: dict):
+    """The cold start's and re-run's commands without a lab: ``outcomes[way]`` is the list of what
+    each start of that way does in turn (a number of seconds, or a BenchError message)."""
+    monkeypatch.setattr(saf_bench, "start_record", lambda node: RECORDS[node.name])
+    monkeypatch.setattr(saf_bench, "stop_ray", lambda nodes: None)
+    monkeypatch.setattr(saf_bench, "progress", lambda line: None)
+    ways = {"site": "site.yml", "rayup": "ray up", "floor": "by hand"}
+    monkeypatch.setattr(saf_bench, "playbook", lambda *a, **k: "site")
+    monkeypatch.setattr(saf_bench, "ray_up", lambda config, cli: "rayup")
+    monkeypatch.setattr(saf_bench, "start_by_hand", lambda nodes, records: "floor")
+
+    def time_to_alive(command, count, split=None):
+        outcome = outcomes[command()].pop(0)
+        if isinstance(outcome, str):
+            raise saf_bench.BenchError(outcome)
+        return outcome
+    monkeypatch.setattr(saf_bench, "time_to_alive", time_to_alive)
+    return ways
+
+
+def test_cold_start_counts_every_ways_failed_starts_and_goes_on(monkeypatch, tmp_path):
+    fake_lab(monkeypatch, {"site": [20.0, "not every node was Alive in the GCS within 180 s", 22.0],
+                           "rayup": [10.0, 12.0, 11.0],
+                           "floor": ["ssh: connection closed", "ssh: connection closed", 8.0]})
+    result = saf_bench.cold_start(3, Path("ray"), tmp_path)
+    assert result["seconds"] == {"site": [20.0, 22.0], "rayup": [10.0, 12.0, 11.0], "floor": [8.0]}
+    assert (result["site_failed_starts"], result["rayup_failed_starts"], result["floor_failed_starts"]) == (1, 0, 2)
+    assert result["failures"]["site"] == [{"what": "cold start round 2/3: site",
+                                           "error": "not every node was Alive in the GCS within 180 s"}]
+    assert result["cold_start_vs_rayup"] == saf_bench.ratio(21.0, 11.0)
+
+
+def test_a_way_that_never_starts_gives_nan_not_a_stop(monkeypatch, tmp_path):
+    fake_lab(monkeypatch, {"site": [20.0], "rayup": [10.0], "floor": ["refused"]})
+    result = saf_bench.cold_start(1, Path("ray"), tmp_path)
+    assert result["floor_failed_starts"] == 1 and result["cold_start_vs_floor"] != result["cold_start_vs_floor"]  # nan
+
+
+def test_rerun_counts_a_broken_round_and_starts_a_healthy_cluster_again(monkeypatch, tmp_path):
+    fake_lab(monkeypatch, {"site": [20.0, 20.0], "rayup": ["GCS not up", 10.0, 10.0]})
+    ids = iter([["a", "b"], ["a", "b"], ["a", "b"], ["a", "b"],           # site: two rounds, nothing restarted
+                ["c", "d"], "a node never came back", ["e", "f"], ["e", "g"]])
+
+    def alive_node_ids(count):
+        value = next(ids)
+        if isinstance(value, str):
+            raise saf_bench.BenchError(value)
+        return value
+    monkeypatch.setattr(saf_bench, "alive_node_ids", alive_node_ids)
+    result = saf_bench.rerun(2, Path("ray"), tmp_path)
+    assert result["site"]["restarts"] == [0, 0] and result["site"]["failed_rounds"] == 0
+    rayup = result["rayup"]
+    # Setup failed once ("GCS not up"), round 1 lost a node, the cluster was started again, round 2 restarted one.
+    assert rayup["setup_failed_starts"] == 1 and rayup["failed_rounds"] == 1 and rayup["restarts"] == [1]
+    assert [f["error"] for f in rayup["failures"]] == ["GCS not up", "a node never came back"]
+    assert result["rerun_ray_restarts"] == 0
+
+
+def test_stop_ray_tries_a_closed_ssh_connection_again(monkeypatch):
+    calls = []
+
+    def ssh(node, command, timeout=300, input=None):
+        calls.append(node.name)
+        if len(calls) == 1:
+            raise saf_bench.BenchError("ssh: Connection closed by 198.18.0.12 port 22")
+        return ""
+    monkeypatch.setattr(saf_bench, "ssh", ssh)
+    monkeypatch.setattr(saf_bench.time, "sleep", lambda s: None)
+    saf_bench.stop_ray([saf_bench.WORKERS[0]])
+    assert calls == ["BETA", "BETA"]
+    calls.clear()
+    monkeypatch.setattr(saf_bench, "ssh", lambda *a, **k: (_ for _ in ()).throw(saf_bench.BenchError("closed")))
+    try:
+        saf_bench.stop_ray([saf_bench.WORKERS[0]])
+    except saf_bench.BenchError as exc:
+        assert "closed" in str(exc)
+    else:
+        raise AssertionError("a node that never answers is an error")
+
+
+def test_a_step_that_cannot_finish_is_reported_and_the_next_runs(monkeypatch):
+    monkeypatch.setattr(saf_bench, "progress", lambda line: None)
+
+    def broken():
+        raise saf_bench.BenchError("scale: site.yml never started the 4 nodes")
+    assert saf_bench.run_step("scale", broken) == {"error": "scale: site.yml never started the 4 nodes"}
+    assert saf_bench.run_step("verify", lambda: {"median_verify_seconds": 9.0}) == {"median_verify_seconds": 9.0}
+    assert saf_bench.medians_lines({"scale": {"error": "scale: site.yml never started the 4 nodes"}}) == [
+        "scale: did not finish: scale: site.yml never started the 4 nodes"]
