@@ -155,7 +155,9 @@ def dashboard_agent_crash(restore_cluster):
     with it (ray-project/ray#56157). This is the fault the post-start wait exists for.
 
     It once sat in /usr/local/bin (a tmpfs mounted in BETA's mount namespace), and in one CI run
-    the first start did not die; the venv's bin/ is first on that PATH whatever else is on it."""
+    the first start did not die; the venv's bin/ is first on that PATH whatever else is on it.
+    The run under test turns SAF's stub nvidia-smi off (saf_ray_gpu_check_stub=false): a failed exec
+    of the first nvidia-smi on the PATH goes on to the next, and the stub, last, would answer."""
     fake = f"{VENV}/bin/nvidia-smi"
     put_file("BETA", fake, "", mode="0755")
     found = lab_exec("BETA", "env", f"PATH={VENV}/bin:/usr/local/bin:/usr/bin:/bin", "sh", "-c", "command -v nvidia-smi")
@@ -168,7 +170,7 @@ def test_start_that_dies_is_tried_again_within_its_bound_then_reported_with_its_
     kill_raylet("BETA")
 
     # Two tries at most here (saf_ray_start_tries, default 3), to keep the test short.
-    run = run_playbook("site.yml", "-e", "saf_ray_start_tries=2")
+    run = run_playbook("site.yml", "-e", "saf_ray_start_tries=2", "-e", "saf_ray_gpu_check_stub=false")
 
     # The first start always dies, and the wait catches it with the raylet log's reason.
     assert "BETA (198.18.0.12): the raylet exited after" in run.output, str(run)
@@ -188,6 +190,22 @@ def test_start_that_dies_is_tried_again_within_its_bound_then_reported_with_its_
         assert "(try 2 of at most 2; the last)" in out and "No more tries: 2 start(s) made, at most 2" in out, str(run)
     else:
         assert "BETA   198.18.0.12  BETA.local" in run.output, str(run)
+
+
+def test_the_stub_nvidia_smi_keeps_the_agent_alive_where_the_fault_kills_it(verified, dashboard_agent_crash):
+    """With SAF's stub last on Ray's PATH (the default), the empty nvidia-smi that kills every start
+    above is passed over: the exec goes on to the stub, which answers "no NVIDIA driver" (exit 9),
+    Ray's GPU check takes that for no GPU, and the first start lives."""
+    kill_raylet("BETA")
+
+    run = run_playbook("site.yml")
+
+    assert run.returncode == 0, str(run)
+    assert "the raylet exited after" not in run.output, str(run)
+    environ = lab_exec("BETA", "cat", f"/proc/{raylet_pid('BETA')}/environ").stdout.split("\0")
+    path = next(v for v in environ if v.startswith("PATH="))
+    assert path.endswith(":/opt/saf/lib/gpu-check"), path
+    assert lab_exec("BETA", "/opt/saf/lib/gpu-check/nvidia-smi").returncode == 9
 
 
 def test_half_applied_run_converges(verified, restore_cluster):

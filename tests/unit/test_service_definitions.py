@@ -74,6 +74,8 @@ def test_plist_environment_and_supervision(plists):
         assert job["Label"] == "org.saf.ray"
         assert job["EnvironmentVariables"]["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "1"
         assert job["EnvironmentVariables"]["PATH"].split(":")[0] == f"{tmp}/venv/bin"
+        # SAF's stub nvidia-smi last, behind every system directory (saf_ray_gpu_check_stub)
+        assert job["EnvironmentVariables"]["PATH"].split(":")[-1] == f"{tmp}/saf/lib/gpu-check"
         assert job["KeepAlive"] is True and job["RunAtLoad"] is True
         assert job["StandardOutPath"].endswith("/log/ray.out") and job["StandardErrorPath"].endswith("/log/ray.err")
         assert job["WorkingDirectory"] == f"{tmp}/saf"
@@ -155,3 +157,11 @@ def test_unit_passes_systemd_analyze_verify(units, host):
     # verify also reports unrelated units of the machine; only this unit's lines count.
     own = [line for line in (proc.stdout + proc.stderr).splitlines() if "saf-ray.service" in line]
     assert proc.returncode == 0 and not own, proc.stdout + proc.stderr
+
+
+def test_the_stub_nvidia_smi_answers_as_without_an_nvidia_driver():
+    """Exit 9 and NVIDIA's message: Ray 2.49.2's GPU check takes a non-zero exit for "no GPU"."""
+    stub = REPO / "roles" / "ray_node" / "files" / "nvidia-smi"
+    proc = subprocess.run([str(stub)], capture_output=True, text=True, timeout=10, check=False)
+    assert proc.returncode == 9 and proc.stdout == ""
+    assert proc.stderr.startswith("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.")
