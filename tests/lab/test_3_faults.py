@@ -331,7 +331,9 @@ def decoy_raylet():
     alpha.run("mkdir -p /tmp/saf-decoy && cp /bin/sleep /tmp/saf-decoy/raylet")
     alpha.run("nohup /tmp/saf-decoy/raylet 300 >/dev/null 2>&1 &")
     yield alpha
-    alpha.run("pkill -f /tmp/saf-decoy/raylet; rm -rf /tmp/saf-decoy")
+    # [r]: not the remote shell running this line, whose own command line holds the path (ssh exits
+    # 255 when that shell is killed, and testinfra raises on 255).
+    alpha.run("pkill -f '/tmp/saf-decoy/[r]aylet'; rm -rf /tmp/saf-decoy")
 
 
 def test_reset_twice_stops_only_this_cluster_then_site_rebuilds(verified, decoy_raylet, restore_cluster):
