@@ -54,6 +54,21 @@ def inventory_with_connection(original):
     return read
 
 
+def ssh_host(source: str, name: str):
+    """A testinfra host for the inventory ``source``'s host ``name`` over plain SSH, its connection
+    variables resolved at this call (resolve_connection_vars), so an inventory that changes between
+    calls (the lab's grows a GAMMA) is read again: testinfra's ansible backend keeps the first
+    inventory it read for the whole session. The ssh command line is testinfra's own
+    (``get_ansible_host``, with ansible.cfg's ssh_args).
+
+    Raises KeyError naming the host and the inventory when the inventory has no such host."""
+    resolved = resolve_connection_vars(source)
+    if name not in resolved:
+        raise KeyError(f"{name} is not a host of the inventory {source} (hosts: {', '.join(sorted(resolved))})")
+    inventory = {"_meta": {"hostvars": {name: resolved[name]}}, "all": {"hosts": [name]}}
+    return ansible_runner.get_ansible_host(ansible_runner.get_ansible_config(), inventory, name)
+
+
 def install() -> None:
     """Make testinfra's ansible backend read resolved connection variables (idempotent)."""
     if not getattr(ansible_runner.get_ansible_inventory, "saf_resolved", False):

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import testinfra
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,7 +26,7 @@ import saf_connection  # noqa: E402  (testinfra over plain SSH: verify/saf_conne
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 LAB_INVENTORY = REPO / "inventory" / "lab"
 PLAYBOOK_TIMEOUT = 1200  # seconds; a cold site.yml downloads and installs about 100 MB of wheels
-# testinfra's ansible backend calls ansible-inventory and ansible from PATH: use this venv's.
+# Ansible's commands the tests call by name (ansible-inventory, ansible) are this venv's.
 os.environ["PATH"] = f"{ANSIBLE_PLAYBOOK.parent}{os.pathsep}{os.environ.get('PATH', '')}"
 # The Pythons the lab tool chose for the lab (lab/saflab.py up writes them as inventory variables):
 # ``{'version', 'interpreter', 'prefix', 'source'}`` for the default runtime and for the newer one.
@@ -85,9 +84,9 @@ def run_playbook(*args: str, env: dict | None = None) -> PlaybookRun:
 
 def lab_host(name: str):
     """A testinfra host for a lab node, reached through the lab inventory (real SSH)."""
-    # Plain SSH with the connection variables Ansible resolves from the inventory (saf_connection).
-    saf_connection.install()
-    return testinfra.get_host(f"ansible://{name}?ansible_inventory={LAB_INVENTORY}")
+    # Plain SSH with the connection variables Ansible resolves from the inventory, read at each call:
+    # the lab's inventory grows and shrinks (test_7_three_nodes.py).
+    return saf_connection.ssh_host(str(LAB_INVENTORY), name)
 
 
 def raylet_running(name: str) -> bool:

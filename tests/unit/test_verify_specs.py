@@ -63,3 +63,18 @@ def test_connection_vars_reach_testinfra_resolved():
     assert key.is_absolute() and key.resolve() == (VERIFY.parent / ".lab" / "id_ed25519").resolve()
     assert "StrictHostKeyChecking=yes" in delta["ansible_ssh_common_args"]
     assert not any("{{" in str(value) for value in delta.values()), delta
+
+
+def test_a_lab_host_is_reached_over_ssh_at_its_resolved_address():
+    """tests/lab's hosts: testinfra's SSH backend with the address, user, key and options Ansible
+    resolves, read at each call; a host the inventory lacks is named."""
+    sys.path.insert(0, str(VERIFY))
+    import saf_connection
+
+    inventory = str(VERIFY.parent / "inventory" / "molecule" / "node.yml")
+    backend = saf_connection.ssh_host(inventory, "DELTA").backend
+    assert backend.NAME == "ssh" and backend.host.name == "198.18.0.14" and backend.host.user == "root"
+    assert Path(backend.ssh_identity_file).resolve() == (VERIFY.parent / ".lab" / "id_ed25519").resolve()
+    assert "StrictHostKeyChecking=yes" in backend.ssh_extra_args
+    with pytest.raises(KeyError, match="GAMMA is not a host of the inventory"):
+        saf_connection.ssh_host(inventory, "GAMMA")
