@@ -42,7 +42,7 @@ test: prerequisites $(BIN)/.installed lint lab-up
 
 ## molecule: `molecule test --all` in every role that has scenarios (roles/*/molecule/), on lab hosts
 ## of their own (DELTA, EPSILON, ZETA: a running demo lab is left alone). Slower than `make test`
-## (about 15 min); CI runs both. One role: make molecule ROLES=ray_node
+## (about 20 min); CI runs both. One role: make molecule ROLES=ray_node
 ROLES ?= $(patsubst roles/%/molecule/,%,$(wildcard roles/*/molecule/))
 molecule: $(BIN)/.installed
 	@failed=""; for role in $(ROLES); do \
